@@ -1,0 +1,1 @@
+"""As-built project documentation, written by an observer of run events."""

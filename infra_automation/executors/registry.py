@@ -1,0 +1,98 @@
+"""One registry of executors, keyed "<department>.<action>", fed by entry points."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+from importlib.metadata import entry_points
+
+from infra_automation.exceptions import ExecutorNotFound, ExecutorUnavailable
+from infra_automation.executors.base import Executor
+
+ENTRY_POINT_GROUP = "infra_automation.executors"
+Factory = Callable[[], Executor]
+
+
+class ExecutorRegistry:
+    """Maps executor keys to factories. Each registry owns its own dict."""
+
+    def __init__(self, *, use_entry_points: bool = True) -> None:
+        self._factories: dict[str, Factory] = {}
+        self._entry_points: dict[str, str] = {}
+        self._loaded = not use_entry_points
+        self._lock = threading.Lock()
+
+    def register(self, key: str, factory: Factory, *, replace: bool = False) -> None:
+        _check_key(key)
+        with self._lock:
+            if key in self._factories and not replace:
+                raise ValueError(f"executor {key!r} is already registered")
+            self._factories[key] = factory
+
+    def unregister(self, key: str) -> None:
+        with self._lock:
+            self._factories.pop(key, None)
+
+    def keys(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(set(self._factories) | set(self._entry_points))
+
+    def __contains__(self, key: object) -> bool:
+        self._load_entry_points()
+        return key in self._factories or key in self._entry_points
+
+    def get(self, key: str) -> Executor:
+        """Instantiate the executor for ``key``; clear errors if missing or unavailable."""
+        self._load_entry_points()
+        factory = self._factories.get(key)
+        if factory is None:
+            target = self._entry_points.get(key)
+            if target is None:
+                known = ", ".join(self.keys()) or "none"
+                raise ExecutorNotFound(f"no executor {key!r} (known: {known})")
+            factory = _load_target(key, target)
+            with self._lock:
+                self._factories.setdefault(key, factory)
+        return factory()
+
+    def _load_entry_points(self) -> None:
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded:
+                return
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                self._entry_points.setdefault(ep.name, ep.value)
+            self._loaded = True
+
+
+def _check_key(key: str) -> None:
+    dept, _, action = key.partition(".")
+    if not dept or not action:
+        raise ValueError(f"executor key {key!r} must look like '<department>.<action>'")
+
+
+def _load_target(key: str, target: str) -> Factory:
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or module_name
+        if missing.startswith("infra_automation"):
+            raise ExecutorNotFound(f"executor {key!r}: module {missing!r} not found") from exc
+        raise ExecutorUnavailable(
+            f"executor {key!r} needs {missing!r}: pip install 'infra-automation[all]'"
+        ) from exc
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise ExecutorNotFound(f"executor {key!r}: {target} does not exist")
+    return obj  # type: ignore[no-any-return]
+
+
+REGISTRY = ExecutorRegistry()
+
+
+def register(key: str, factory: Factory, *, replace: bool = False) -> None:
+    """Register an executor factory in the default registry."""
+    REGISTRY.register(key, factory, replace=replace)

@@ -1,0 +1,309 @@
+"""One inventory for every department: Nornir, Ansible and the vCenter connection.
+
+An inventory is a folder (``inventories/<name>/``)::
+
+    inventory.yml            hand-written: groups, hosts, their data, vcenter objects, ipam pools
+    generated/*.yml          written by tools (``infra lab up``): connection details, merged in
+    generated/secrets.yml    secrets (mode 0600), read through ``secrets.Secrets``
+
+Generated files are deep-merged over the hand-written file, host by host, so that
+connection details are kept apart from the data people maintain.
+
+Hosts created at run time (VMs) are reached through a *host binding* (an extension point:
+one Protocol, one registry): ``static`` treats the VM's address as the SSH host; ``pool``
+binds each VM name to a free pre-provisioned host of a group and remembers the binding.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from infra_automation.exceptions import ConfigurationError
+from infra_automation.secrets import Secrets
+
+HAND_WRITTEN = "inventory.yml"
+GENERATED_DIR = "generated"
+SECRETS_FILE = "secrets.yml"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Group(_Model):
+    platform: str | None = None
+    username: str | None = None
+    port: int | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Host(_Model):
+    """A managed target: a router, a Linux host. ``platform`` is normalized by netutils."""
+
+    name: str = ""
+    hostname: str | None = None
+    port: int | None = None
+    username: str | None = None
+    ssh_key_file: str | None = None
+    password_secret: str | None = None  # name of a secret, never the password itself
+    platform: str | None = None
+    groups: list[str] = Field(default_factory=list)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class VCenter(_Model):
+    host: str = "127.0.0.1"
+    port: int = 443
+    protocol: str = "https"
+    username: str = "administrator@vsphere.local"
+    password_secret: str = "vcenter_password"  # noqa: S105 - the secret's name, not a value
+    verify_tls: bool = True
+    datacenter: str = "DC0"
+    cluster: str = "DC0_C0"
+    resource_pool: str | None = None
+    datastore: str = "LocalDS_0"
+    dvswitch: str = "DVS0"
+    template: str = "DC0_C0_RP0_VM0"
+    vm_root_folder: str = ""
+
+
+class IpamPool(_Model):
+    vlan_min: int = Field(ge=1, le=4094)
+    vlan_max: int = Field(ge=1, le=4094)
+    supernet: str
+    prefix_length: int = Field(ge=8, le=30)
+
+
+class Ipam(_Model):
+    pools: dict[str, IpamPool] = Field(default_factory=dict)
+
+
+class HostBindingConfig(_Model):
+    kind: str = "static"
+    group: str | None = None  # for kind "pool": the group whose hosts VMs are bound to
+    defaults: dict[str, Any] = Field(default_factory=dict)
+
+
+class InventoryFile(_Model):
+    name: str = ""
+    defaults: Group = Field(default_factory=Group)
+    groups: dict[str, Group] = Field(default_factory=dict)
+    hosts: dict[str, Host] = Field(default_factory=dict)
+    vcenter: VCenter | None = None
+    ipam: Ipam = Field(default_factory=Ipam)
+    host_binding: HostBindingConfig = Field(default_factory=HostBindingConfig)
+
+
+class Inventory:
+    """A loaded inventory. Host fields are resolved (host > groups > defaults)."""
+
+    def __init__(self, spec: InventoryFile, path: Path | None = None) -> None:
+        self.spec = spec
+        self.path = path
+        self.name = spec.name or (path.name if path else "inline")
+        self.hosts: dict[str, Host] = {n: self._resolve(n, h) for n, h in spec.hosts.items()}
+        self.secrets = Secrets(files=(path / GENERATED_DIR / SECRETS_FILE,) if path else ())
+
+    @property
+    def groups(self) -> dict[str, Group]:
+        return self.spec.groups
+
+    @property
+    def vcenter(self) -> VCenter:
+        if self.spec.vcenter is None:
+            raise ConfigurationError(f"inventory {self.name!r} has no 'vcenter' section")
+        return self.spec.vcenter
+
+    @property
+    def ipam(self) -> Ipam:
+        return self.spec.ipam
+
+    @property
+    def generated_dir(self) -> Path | None:
+        return self.path / GENERATED_DIR if self.path else None
+
+    def select(self, *, group: str | None = None, hosts: list[str] | None = None) -> list[str]:
+        """Host names in ``group`` and/or named in ``hosts``; unknown names are an error."""
+        chosen: list[str] = []
+        if group is not None:
+            if group not in self.spec.groups and not any(
+                group in h.groups for h in self.hosts.values()
+            ):
+                raise ConfigurationError(f"inventory {self.name!r} has no group {group!r}")
+            chosen += [n for n, h in self.hosts.items() if group in h.groups]
+        for name in hosts or []:
+            if name not in self.hosts:
+                raise ConfigurationError(f"inventory {self.name!r} has no host {name!r}")
+            if name not in chosen:
+                chosen.append(name)
+        return chosen
+
+    def host(self, name: str) -> Host:
+        try:
+            return self.hosts[name]
+        except KeyError:
+            raise ConfigurationError(f"inventory {self.name!r} has no host {name!r}") from None
+
+    def bind_host(self, vm_name: str, address: str | None = None) -> Host:
+        """Connection details for a host created at run time (a VM), via the binding."""
+        return self.binder().bind(vm_name, address)
+
+    def release_host(self, vm_name: str) -> None:
+        self.binder().release(vm_name)
+
+    def binder(self) -> HostBinder:
+        kind = self.spec.host_binding.kind
+        factory = BINDERS.get(kind)
+        if factory is None:
+            known = ", ".join(sorted(BINDERS))
+            raise ConfigurationError(f"unknown host_binding kind {kind!r} (known: {known})")
+        return factory(self)
+
+    def _resolve(self, name: str, host: Host) -> Host:
+        layers: list[Group] = [self.spec.defaults]
+        for g in host.groups:
+            if g not in self.spec.groups:
+                raise ConfigurationError(f"host {name!r} is in unknown group {g!r}")
+            layers.append(self.spec.groups[g])
+        data: dict[str, Any] = {}
+        resolved = host.model_copy(update={"name": name})
+        for layer in layers:
+            data.update(layer.data)
+            for attr in ("platform", "username", "port"):
+                if getattr(resolved, attr) is None and getattr(layer, attr) is not None:
+                    resolved = resolved.model_copy(update={attr: getattr(layer, attr)})
+        data.update(host.data)
+        return resolved.model_copy(update={"data": data})
+
+
+# --- host binding: one Protocol, one registry ---------------------------------------------
+
+
+class HostBinder(Protocol):
+    def bind(self, vm_name: str, address: str | None) -> Host: ...
+
+    def release(self, vm_name: str) -> None: ...
+
+
+BINDERS: dict[str, Callable[[Inventory], HostBinder]] = {}
+
+
+class StaticBinder:
+    """Production default: the VM's own address is the SSH host."""
+
+    def __init__(self, inventory: Inventory) -> None:
+        self.inventory = inventory
+
+    def bind(self, vm_name: str, address: str | None) -> Host:
+        if not address:
+            raise ConfigurationError(f"VM {vm_name!r} has no address to connect to")
+        defaults = self.inventory.spec.host_binding.defaults
+        return Host.model_validate({"name": vm_name, "hostname": address, **defaults})
+
+    def release(self, vm_name: str) -> None:
+        return None
+
+
+class PoolBinder:
+    """Bind each VM name to a free host of a pre-provisioned group; persisted in a JSON file.
+
+    Used where VMs have no reachable guest (the lab's vCenter simulator): the pool's hosts
+    stand in for the VMs' guests. The same VM name always gets the same host.
+    """
+
+    def __init__(self, inventory: Inventory) -> None:
+        self.inventory = inventory
+        group = inventory.spec.host_binding.group
+        if not group:
+            raise ConfigurationError("host_binding kind 'pool' needs a 'group'")
+        self.group = group
+        base = inventory.generated_dir or Path.cwd()
+        self.file = base / "bindings.json"
+
+    def bind(self, vm_name: str, address: str | None) -> Host:
+        with self._locked() as table:
+            if vm_name not in table:
+                taken = set(table.values())
+                free = [h for h in self.inventory.select(group=self.group) if h not in taken]
+                if not free:
+                    raise ConfigurationError(
+                        f"no free host in group {self.group!r} to bind VM {vm_name!r}"
+                    )
+                table[vm_name] = free[0]
+            host = self.inventory.host(table[vm_name])
+        data = {**host.data, "bound_to": host.name}
+        return host.model_copy(update={"name": vm_name, "data": data})
+
+    def release(self, vm_name: str) -> None:
+        with self._locked() as table:
+            table.pop(vm_name, None)
+
+    @contextmanager
+    def _locked(self) -> Iterator[dict[str, str]]:
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.file.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            table: dict[str, str] = {}
+            if self.file.exists():
+                table = json.loads(self.file.read_text() or "{}")
+            yield table
+            tmp = self.file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(table, indent=2, sort_keys=True))
+            tmp.replace(self.file)
+
+
+BINDERS["static"] = StaticBinder
+BINDERS["pool"] = PoolBinder
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{path}: expected a mapping at the top")
+    return data
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """Load ``inventory.yml`` from a folder and merge ``generated/*.yml`` (not secrets) over it."""
+    folder = Path(path)
+    main = folder / HAND_WRITTEN
+    if not main.is_file():
+        raise ConfigurationError(f"no inventory at {main}")
+    data = _read_yaml(main)
+    gen = folder / GENERATED_DIR
+    if gen.is_dir():
+        for extra in sorted(gen.glob("*.yml")):
+            if extra.name != SECRETS_FILE:
+                data = _deep_merge(data, _read_yaml(extra))
+    try:
+        spec = InventoryFile.model_validate(data)
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigurationError(f"invalid inventory {main}: {errors}") from exc
+    return Inventory(spec, folder)

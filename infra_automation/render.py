@@ -1,0 +1,93 @@
+"""Jinja2 rendering: templates of configs/specs, and expressions in catalog step params.
+
+- ``StrictUndefined``: a missing variable is an error, never an empty string.
+- Sandboxed environment: catalog files and templates may come from users.
+- Errors name the template and the line (:class:`~infra_automation.exceptions.RenderError`).
+- Output normalized: LF line endings, exactly one trailing newline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.nativetypes import NativeEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from infra_automation.exceptions import RenderError
+
+
+class _NativeSandbox(ImmutableSandboxedEnvironment, NativeEnvironment):
+    """Sandboxed, and a template that is one expression keeps the expression's type."""
+
+
+@lru_cache(maxsize=16)
+def template_env(root: str) -> jinja2.Environment:
+    env = ImmutableSandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(root),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    return env
+
+
+def render_template(root: str | Path, name: str, variables: Mapping[str, Any]) -> str:
+    """Render ``name`` (relative to ``root``, e.g. ``network/cisco_ios/gateway.j2``)."""
+    env = template_env(str(Path(root).resolve()))
+    try:
+        text = env.get_template(name).render(**variables)
+    except jinja2.TemplateSyntaxError as exc:
+        raise RenderError(exc.name or name, exc.lineno, exc.message or str(exc)) from exc
+    except jinja2.TemplateNotFound as exc:
+        raise RenderError(name, None, f"template not found under {root}") from exc
+    except (jinja2.UndefinedError, jinja2.exceptions.SecurityError, TypeError, ValueError) as exc:
+        raise RenderError(name, _template_line(exc, name), str(exc)) from exc
+    return normalize(text)
+
+
+def normalize(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.rstrip("\n") + "\n" if text.strip() else ""
+
+
+def _template_line(exc: BaseException, name: str) -> int | None:
+    tb = exc.__traceback__
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(name):
+            line = tb.tb_lineno
+        elif tb.tb_frame.f_globals.get("__jinja_template__") is not None:
+            line = tb.tb_frame.f_globals["__jinja_template__"].get_corresponding_lineno(
+                tb.tb_lineno
+            )
+        tb = tb.tb_next
+    return line
+
+
+_NATIVE = _NativeSandbox(undefined=jinja2.StrictUndefined)
+
+
+def render_value(value: Any, variables: Mapping[str, Any], where: str = "params") -> Any:
+    """Render Jinja inside a (nested) parameter value.
+
+    A string that is exactly one ``{{ expression }}`` keeps the expression's native type
+    (a list stays a list); other strings render to text. Mappings and lists recurse.
+    """
+    if isinstance(value, str):
+        if "{{" not in value and "{%" not in value:
+            return value
+        try:
+            return _NATIVE.from_string(value).render(**variables)
+        except jinja2.TemplateError as exc:
+            raise RenderError(where, getattr(exc, "lineno", None), str(exc)) from exc
+    if isinstance(value, Mapping):
+        return {k: render_value(v, variables, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [render_value(v, variables, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
