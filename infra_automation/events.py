@@ -1,13 +1,24 @@
 """Run events and their observers (the progress view, the docs writer, the run record).
 
-Observers see every event of a run, in order per step. Kinds:
+Observers see every event of a run, in order per step. Observers are found through the
+``infra_automation.observers`` entry-point group; each factory is called with the project
+root (``Path``) and returns an :class:`Observer`. Payloads (``Event.data``), JSON-safe and
+already passed through :func:`infra_automation.secrets.redact`:
 
-- ``run.started``   data: service, project, check, steps (ids), requester
-- ``step.started``  step_id, data: department, executor
-- ``step.log``      step_id, data: whatever the executor emitted (``ctx.emit(kind, data)``;
-                    the executor's kind is in ``data["kind"]``, e.g. per-host Ansible task events)
-- ``step.finished`` step_id, data: status, changed, error, duration
-- ``run.finished``  data: status, failed_steps, skipped_steps, changed
+- ``run.started``   service, project, requester, check (bool), parallel, resumed_from
+                    (run id or None), request (the validated request: service, project,
+                    requester, params), plan: list of {id, department, executor, needs: [ids],
+                    description}
+- ``step.started``  (step_id set) department, executor
+- ``step.log``      (step_id set) kind (the executor's event kind), plus what it emitted
+                    (e.g. {"kind": "task", "host": "debian1", "task": "nginx", "status": "ok"})
+- ``step.finished`` (step_id set) department, executor, status ("success" | "failed" |
+                    "skipped"), changed, error, diff, outputs, targets: list of {target,
+                    status, changed, diff, error, details}, artifacts, started_at,
+                    finished_at (ISO 8601 or None), duration (seconds or None), reused (bool:
+                    True when resume reused an earlier run's result)
+- ``run.finished``  status ("success" | "failed"), failed_steps, skipped_steps, changed,
+                    started_at, finished_at
 """
 
 from __future__ import annotations
