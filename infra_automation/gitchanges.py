@@ -1,0 +1,36 @@
+"""Which request files changed since a git revision (for CI/CD: apply what a merge changed)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from infra_automation.exceptions import ConfigurationError
+
+REQUEST_SUFFIXES = (".yml", ".yaml")
+
+
+def changed_requests(root: Path, since: str, folder: str = "requests") -> list[Path]:
+    """Request files added or modified between ``since`` and HEAD (deleted files are left out).
+
+    ``since`` is any git revision (a commit, ``origin/main``, ``HEAD~1``); it is passed to git
+    as a single argument after validation, never through a shell.
+    """
+    if not since or since.startswith("-") or any(c.isspace() for c in since):
+        raise ConfigurationError(f"not a git revision: {since!r}")
+    argv = [
+        "git",
+        "-C",
+        str(root),
+        "diff",
+        "--name-only",
+        "--diff-filter=AMR",
+        f"{since}...HEAD",
+        "--",
+        folder,
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+    if proc.returncode != 0:
+        raise ConfigurationError(f"git diff against {since!r} failed: {proc.stderr.strip()}")
+    names = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+    return [root / n for n in names if n.endswith(REQUEST_SUFFIXES) and (root / n).is_file()]

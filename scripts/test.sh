@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: lint, types, playbook lint, unit + lab integration tests,
+# and the documentation site. pytest's "no tests collected" (exit 5) counts as a failure here:
+# the suite must always run tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+VENV=${VENV:-.venv}
+export PATH="$PWD/$VENV/bin:$PATH"
+export ANSIBLE_HOME="$PWD/.infra/ansible-home"
+
+echo "==> ruff";         ruff check . && ruff format --check .
+echo "==> mypy --strict"; mypy
+if [[ -d playbooks ]] && ls playbooks/*.yml >/dev/null 2>&1; then
+  echo "==> ansible-lint"; (cd playbooks && ansible-lint --profile production .)
+fi
+echo "==> pytest"
+set +e
+pytest -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [[ $rc -eq 5 ]]; then
+  echo "pytest collected no tests: that is a failure for this project" >&2
+  exit 1
+fi
+[[ $rc -eq 0 ]] || exit $rc
+echo "==> mkdocs build --strict"; mkdocs build --strict -q -d .infra/site
