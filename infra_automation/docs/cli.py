@@ -1,7 +1,58 @@
-"""``infra docs build`` (filled in by the docs writer)."""
+"""``infra docs build [--project P] [--site]``: regenerate the as-built docs from the ledgers."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
+from typing import Annotated
 
-app = typer.Typer(help="As-built project documentation.")
+import typer
+from rich.console import Console
+
+from infra_automation.config import load_settings
+from infra_automation.docs.ledger import LedgerStore
+from infra_automation.docs.site import build_site, mkdocs_available
+from infra_automation.docs.writer import DocsWriter
+from infra_automation.exceptions import InfraError
+
+app = typer.Typer(help="As-built project documentation.", no_args_is_help=True)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+@app.command()
+def build(
+    ctx: typer.Context,
+    project: Annotated[
+        str | None, typer.Option("--project", "-p", help="Only this project.")
+    ] = None,
+    site: Annotated[bool, typer.Option("--site", help="Also run 'mkdocs build --strict'.")] = False,
+    root: Annotated[
+        Path | None,
+        typer.Option("--root", help="Project root (default: infra --root, $INFRA_ROOT or .)."),
+    ] = None,
+) -> None:
+    """Rewrite docs/projects/ from the ledgers in .infra/docs/ (and build the site)."""
+    try:
+        base = load_settings(root or ctx.find_root().params.get("root")).root
+        store = LedgerStore.for_root(base)
+        if project and not store.path(project).is_file():
+            known = ", ".join(store.projects()) or "none"
+            _error(f"--project: no docs ledger for {project!r} (known: {known})")
+            raise typer.Exit(2)
+        writer = DocsWriter(base)
+        for name in [project] if project else store.projects():
+            pages = writer.write_project(store.load(name))
+            out.print(f"{name}: {len(pages)} pages in {writer.project_dir(name)}", markup=False)
+        out.print(f"index: {writer.write_index(store.all())}", markup=False)
+        if site:
+            if not mkdocs_available():
+                _error("mkdocs is not installed: pip install 'infra-automation[docs]'")
+                raise typer.Exit(2)
+            out.print(f"site: {build_site(base)}", markup=False)
+    except InfraError as exc:
+        _error(str(exc))
+        raise typer.Exit(1) from exc
+
+
+def _error(message: str) -> None:
+    err.print("error: " + message, style="red", markup=False)

@@ -177,7 +177,7 @@ def pid_alive(pid: int) -> bool:
         return True
     try:  # a zombie is not alive
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
+    except (OSError, IndexError):  # ESRCH when it exits (is reaped) mid-read
         return False
     return state != "Z"
 

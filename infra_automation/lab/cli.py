@@ -1,7 +1,124 @@
-"""``infra lab up|down|status`` (filled in by the lab orchestrator)."""
+"""``infra lab up|down|status``: the built-in local lab (mounted by the main CLI)."""
 
 from __future__ import annotations
 
-import typer
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, NoReturn
 
-app = typer.Typer(help="The built-in local lab: vCenter simulator, FRR routers, Debian hosts.")
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra_automation.exceptions import InfraError
+from infra_automation.lab.base import LabOptions
+from infra_automation.lab.orchestrator import DEFAULT_NAME, Lab, find_root
+
+app = typer.Typer(
+    help="The built-in local lab: vCenter simulator, FRR routers, Debian hosts.",
+    no_args_is_help=True,
+)
+out = Console()
+err = Console(stderr=True)
+
+NameOpt = Annotated[
+    str, typer.Option("--name", "-n", help="Lab instance; only 'lab' uses inventories/lab.")
+]
+RootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--root",
+        envvar="INFRA_ROOT",
+        help="Project root (default: nearest folder up holding inventories/lab/inventory.yml).",
+    ),
+]
+
+
+def _lab(root: Path | None, name: str, options: LabOptions | None = None) -> Lab:
+    try:
+        return Lab(root or find_root(), name, options)
+    except InfraError as exc:
+        _fail(exc)
+
+
+def _fail(exc: Exception) -> NoReturn:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def up(
+    name: NameOpt = DEFAULT_NAME,
+    routers: Annotated[int, typer.Option(help="FRR routers: core, edge, then r003...")] = 2,
+    hosts: Annotated[int, typer.Option(help="Debian hosts debian1..N.")] = 3,
+    vcenter: Annotated[bool, typer.Option("--vcenter/--no-vcenter", help="Run vcsim.")] = True,
+    root: RootOpt = None,
+) -> None:
+    """Build (once) and start the lab; write its inventory. A second `up` reuses what runs."""
+    lab = _lab(root, name, LabOptions(routers=routers, hosts=hosts, vcenter=vcenter))
+    lock = threading.Lock()
+
+    def progress(component: str, event: str, seconds: float) -> None:
+        with lock:
+            if event == "started":
+                err.print(f"  {component}: starting ...", highlight=False)
+            else:
+                colour = "green" if event == "up" else "red"
+                err.print(f"  {component}: [{colour}]{event}[/] in {seconds:.1f}s", highlight=False)
+
+    err.print(f"lab [bold]{name}[/]: up", highlight=False)
+    try:
+        report = lab.up(progress)
+    except InfraError as exc:
+        _fail(exc)
+    table = Table(title=f"lab {name} is up ({report.total:.1f}s)")
+    table.add_column("component")
+    table.add_column("seconds", justify="right")
+    for component, seconds in report.timings.items():
+        table.add_row(component, f"{seconds:.2f}")
+    out.print(table)
+    out.print(f"inventory: {report.inventory_path}", highlight=False)
+
+
+@app.command()
+def down(name: NameOpt = DEFAULT_NAME, root: RootOpt = None) -> None:
+    """Stop every lab process, remove its namespaces, containers, networks and generated files."""
+    lab = _lab(root, name)
+    t0 = time.monotonic()
+    try:
+        lab.down()
+    except InfraError as exc:
+        _fail(exc)
+    out.print(f"lab {name} is down ({time.monotonic() - t0:.1f}s)", highlight=False)
+
+
+@app.command()
+def status(
+    name: NameOpt = DEFAULT_NAME,
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json")] = "table",
+    root: RootOpt = None,
+) -> None:
+    """Each lab target's health; exit code 1 unless the lab is up and every target healthy."""
+    if output not in ("table", "json"):
+        _fail(ValueError(f"--output: {output!r} is not one of: table, json"))
+    lab = _lab(root, name)
+    try:
+        st = lab.status()
+    except InfraError as exc:
+        _fail(exc)
+    if output == "json":
+        typer.echo(json.dumps(st.as_dict(), indent=2))
+    else:
+        state = "up" if st.up else "not up"
+        table = Table(title=f"lab {name}: {state}; inventory {st.inventory_path}")
+        table.add_column("target")
+        table.add_column("health")
+        table.add_column("detail")
+        for t in st.targets:
+            health = "[green]healthy[/]" if t.healthy else "[red]unhealthy[/]"
+            table.add_row(t.target, health, t.detail)
+        out.print(table)
+    if not st.healthy:
+        raise typer.Exit(1)

@@ -1,0 +1,276 @@
+"""The ``infra`` command line (typer + rich). The only place that prints or exits.
+
+Exit codes: 0 success, 1 a step failed, 2 invalid input or refused (validation, planning,
+configuration, unknown run, project locked by another run).
+
+Plugins: modules named in ``INFRA_PLUGINS`` (comma-separated) or ``plugins`` of
+``infra.toml`` are imported at start; they register executors with
+``infra_automation.executors.register(key, factory)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from infra_automation.cli import render
+from infra_automation.cli.junit import write_junit
+from infra_automation.config import Settings, load_plugins, load_settings
+from infra_automation.docs.cli import app as docs_app
+from infra_automation.engine import Engine
+from infra_automation.events import Observer
+from infra_automation.exceptions import InfraError, RequestValidationError
+from infra_automation.lab.cli import app as lab_app
+from infra_automation.planner import Plan
+from infra_automation.progress import LiveProgress, PlainProgress
+from infra_automation.results import RunResult
+
+app = typer.Typer(
+    help="infra: from a service request to a finished, documented landscape.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+catalog_app = typer.Typer(help="Services of the catalog.", no_args_is_help=True)
+runs_app = typer.Typer(help="The run record.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(runs_app, name="runs")
+app.add_typer(lab_app, name="lab")
+app.add_typer(docs_app, name="docs")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+T = TypeVar("T")
+
+OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json")]
+ParallelOpt = Annotated[
+    int | None, typer.Option("--parallel", "-p", min=1, max=256, help="Steps at once (default 4)")
+]
+JunitOpt = Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here")]
+NoDocsOpt = Annotated[bool, typer.Option("--no-docs", help="Do not run observers (docs writer)")]
+
+
+@dataclass
+class State:
+    root: Path | None = None
+
+    def settings(self) -> Settings:
+        return load_settings(self.root)
+
+
+STATE = State()
+
+
+@app.callback()
+def _main(
+    root: Annotated[
+        Path | None, typer.Option("--root", help="Project root (default: $INFRA_ROOT or .)")
+    ] = None,
+) -> None:
+    STATE.root = root
+    with _errors():
+        load_plugins(STATE.settings().plugins)
+
+
+def main() -> None:
+    """Console script entry point."""
+    app()
+
+
+# --- error handling ---------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
+    err.print(f"[bold red]error[/]: {render.escape(message)}")
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Library errors become messages on stderr and exit code 2."""
+    try:
+        yield
+    except RequestValidationError as exc:
+        err.print(f"[bold red]error[/]: invalid {render.escape(exc.source)}:")
+        for field_error in exc.errors:
+            err.print(
+                f"  - [bold]{render.escape(field_error.field)}[/]: "
+                f"{render.escape(field_error.message)}"
+            )
+        raise typer.Exit(EXIT_INVALID) from None
+    except InfraError as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    with _errors():
+        return fn()
+    raise AssertionError("unreachable")  # pragma: no cover - _errors always raises or returns
+
+
+def _engine(*, docs: bool = False, observers: list[Observer] | None = None) -> Engine:
+    return _guard(lambda: Engine(STATE.settings(), observers=observers or [], load_observers=docs))
+
+
+def _check_output(output: str, allowed: tuple[str, ...]) -> None:
+    if output not in allowed:
+        _fail(f"--output must be one of {', '.join(allowed)}, not {output!r}")
+
+
+def _json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+# --- catalog ----------------------------------------------------------------------------------
+
+
+@catalog_app.command("list")
+def catalog_list(output: OutputOpt = "text") -> None:
+    """List the services of the catalog."""
+    _check_output(output, ("text", "json"))
+    catalog = _guard(lambda: _engine().catalog())
+    if output == "json":
+        _json([render.service_summary(s) for s in catalog.services.values()])
+    else:
+        out.print(render.catalog_table(catalog))
+
+
+@catalog_app.command("show")
+def catalog_show(name: str, output: OutputOpt = "text") -> None:
+    """Show a service: parameters and steps."""
+    _check_output(output, ("text", "json"))
+    service = _guard(lambda: _engine().catalog().get(name))
+    if output == "json":
+        _json(service.model_dump(mode="json", exclude_none=True))
+    else:
+        out.print(render.service_view(service))
+
+
+# --- plan / apply / resume --------------------------------------------------------------------
+
+
+@app.command("plan")
+def plan_cmd(
+    request: Annotated[Path, typer.Argument(help="Request file (requests/*.yml)")],
+    output: Annotated[str, typer.Option("--output", "-o", help="text, json or mermaid")] = "text",
+) -> None:
+    """Validate a request and print its plan: department, step, needs, wave."""
+    _check_output(output, ("text", "json", "mermaid"))
+    engine = _engine()
+    plan = _guard(lambda: engine.plan(engine.load_request(request)))
+    if output == "json":
+        _json(plan.to_dict())
+    elif output == "mermaid":
+        typer.echo(plan.to_mermaid(), nl=False)
+    else:
+        out.print(render.plan_table(plan))
+
+
+@app.command("apply")
+def apply_cmd(
+    request: Annotated[Path, typer.Argument(help="Request file (requests/*.yml)")],
+    check: Annotated[
+        bool, typer.Option("--check", help="Dry run: preview, change nothing")
+    ] = False,
+    parallel: ParallelOpt = None,
+    output: OutputOpt = "text",
+    junit: JunitOpt = None,
+    no_docs: NoDocsOpt = False,
+) -> None:
+    """Plan and run a request, with a live view of the steps by department."""
+    _check_output(output, ("text", "json"))
+    with _progress(output) as observers:
+        engine = _engine(docs=not no_docs, observers=observers)
+        req = _guard(lambda: engine.load_request(request))
+        plan = _guard(lambda: engine.plan(req))
+        result = _guard(lambda: engine.apply(req, check=check, parallel=parallel))
+    _report(result, plan, output, junit)
+
+
+@app.command("resume")
+def resume_cmd(
+    run_id: Annotated[str, typer.Argument(help="Run id (infra runs list)")],
+    parallel: ParallelOpt = None,
+    output: OutputOpt = "text",
+    junit: JunitOpt = None,
+    no_docs: NoDocsOpt = False,
+) -> None:
+    """Re-run the failed, skipped and never-started steps of a run; reuse the others."""
+    _check_output(output, ("text", "json"))
+    with _progress(output) as observers:
+        engine = _engine(docs=not no_docs, observers=observers)
+        result = _guard(lambda: engine.resume(run_id, parallel=parallel))
+        plan = _guard(lambda: engine.plan(engine.validate(engine.store.get_run(run_id).request)))
+    _report(result, plan, output, junit)
+
+
+@contextmanager
+def _progress(output: str) -> Iterator[list[Observer]]:
+    console = err if output == "json" else out
+    if console.is_terminal:
+        with LiveProgress(console) as live:
+            yield [live]
+    else:
+        yield [PlainProgress(console)]
+
+
+def _report(result: RunResult, plan: Plan, output: str, junit: Path | None) -> None:
+    if junit is not None:
+        write_junit(junit, result, plan)
+    if output == "json":
+        _json(render.result_dict(result))
+    else:
+        out.print(render.result_table(result, plan))
+    raise typer.Exit(EXIT_FAILED if result.failed else EXIT_OK)
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+
+@runs_app.command("list")
+def runs_list(
+    project: Annotated[str | None, typer.Option("--project", help="Only this project")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+    output: OutputOpt = "text",
+) -> None:
+    """Recorded runs, newest first."""
+    _check_output(output, ("text", "json"))
+    runs = _guard(lambda: _engine().store.list_runs(project=project, limit=limit))
+    if output == "json":
+        _json([render.run_dict(r) for r in runs])
+    else:
+        out.print(render.runs_table(runs))
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: str,
+    output: OutputOpt = "text",
+    events: Annotated[bool, typer.Option("--events", help="Also list the events")] = False,
+) -> None:
+    """One run: its steps, statuses, timings, errors (and events)."""
+    _check_output(output, ("text", "json"))
+    engine = _engine()
+    run = _guard(lambda: engine.store.get_run(run_id))
+    event_list = engine.store.events(run_id) if events else []
+    if output == "json":
+        data = render.run_dict(run)
+        if events:
+            data["events"] = [render.event_dict(e) for e in event_list]
+        _json(data)
+        return
+    out.print(render.run_view(run))
+    if events:
+        out.print(render.events_table(event_list))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,115 @@
+"""Settings: where the project lives and where runs are recorded.
+
+Read, later sources winning, from defaults, ``<root>/infra.toml`` and the environment::
+
+    # infra.toml (every key optional)
+    database_url = "sqlite:///.infra/runs.db"   # any SQLAlchemy URL
+    inventory = "inventories/lab"              # default inventory folder of requests
+    catalog_dir = "catalog"
+    requests_dir = "requests"
+    docs_dir = "docs"
+    parallel = 4
+    plugins = ["my_company.executors"]         # modules imported at start (they register executors)
+
+Environment: ``INFRA_ROOT`` (the project root, default: the current directory),
+``INFRA_DATABASE_URL`` and ``INFRA_PLUGINS`` (comma-separated module names, added to
+``plugins``). Relative paths are relative to the root.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from infra_automation.exceptions import ConfigurationError
+
+CONFIG_FILE = "infra.toml"
+STATE_DIR = ".infra"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings of one project root (all paths absolute)."""
+
+    root: Path
+    database_url: str
+    inventory: Path
+    catalog_dir: Path
+    requests_dir: Path
+    docs_dir: Path
+    state_dir: Path
+    parallel: int = 4
+    plugins: tuple[str, ...] = ()
+
+    @property
+    def lock_dir(self) -> Path:
+        return self.state_dir / "locks"
+
+
+class _FileSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    database_url: str | None = None
+    inventory: str = "inventories/lab"
+    catalog_dir: str = "catalog"
+    requests_dir: str = "requests"
+    docs_dir: str = "docs"
+    parallel: int = Field(default=4, ge=1, le=256)
+    plugins: list[str] = Field(default_factory=list)
+
+
+def load_settings(root: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings for ``root`` (or ``$INFRA_ROOT``, or the current directory)."""
+    env = os.environ if env is None else env
+    base = Path(root or env.get("INFRA_ROOT") or Path.cwd()).resolve()
+    spec = _read_file(base / CONFIG_FILE)
+    state = base / STATE_DIR
+    url = env.get("INFRA_DATABASE_URL") or spec.database_url or f"sqlite:///{state / 'runs.db'}"
+    extra_plugins = [p.strip() for p in env.get("INFRA_PLUGINS", "").split(",") if p.strip()]
+    return Settings(
+        root=base,
+        database_url=url,
+        inventory=_under(base, spec.inventory),
+        catalog_dir=_under(base, spec.catalog_dir),
+        requests_dir=_under(base, spec.requests_dir),
+        docs_dir=_under(base, spec.docs_dir),
+        state_dir=state,
+        parallel=spec.parallel,
+        plugins=tuple(dict.fromkeys([*spec.plugins, *extra_plugins])),
+    )
+
+
+def _under(root: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else root / path
+
+
+def _read_file(path: Path) -> _FileSettings:
+    if not path.is_file():
+        return _FileSettings()
+    try:
+        data = tomllib.loads(path.read_text())
+        return _FileSettings.model_validate(data)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path}: not valid TOML: {exc}") from exc
+    except ValidationError as exc:
+        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigurationError(f"{path}: {errors}") from exc
+
+
+def load_plugins(modules: Iterable[str]) -> list[str]:
+    """Import plugin modules (they register executors on import); returns their names."""
+    loaded: list[str] = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigurationError(f"plugin {name!r} cannot be imported: {exc}") from exc
+        loaded.append(name)
+    return loaded

@@ -1,0 +1,67 @@
+"""The docs observer: folds run events into the project's ledger and rewrites its pages.
+
+Built by the engine from the ``infra_automation.observers`` entry point as
+``DocsObserver(root)``. The ledger and pages are rewritten after ``run.started``, after each
+``step.finished`` (so a crash leaves the docs current up to that step) and on ``run.finished``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from infra_automation.docs.ledger import LedgerStore, ProjectLedger, apply_event
+from infra_automation.docs.writer import DocsWriter
+from infra_automation.events import Event
+from infra_automation.exceptions import InfraError
+
+log = logging.getLogger(__name__)
+WRITE_ON = frozenset({"run.started", "step.finished", "run.finished"})
+
+
+class DocsObserver:
+    """An :class:`~infra_automation.events.Observer` that keeps as-built docs current."""
+
+    def __init__(self, root: Path, *, store: LedgerStore | None = None) -> None:
+        self.root = Path(root)
+        self.store = store or LedgerStore.for_root(self.root)
+        self.writer = DocsWriter(self.root)
+        self._projects: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def on_event(self, event: Event) -> None:
+        if event.kind not in WRITE_ON:
+            return
+        try:
+            with self._lock:
+                self._handle(event)
+        except (InfraError, OSError, ValueError) as exc:
+            log.warning("docs: could not record %s of run %s: %s", event.kind, event.run_id, exc)
+
+    def _handle(self, event: Event) -> None:
+        project = self._project_of(event)
+        if project is None:
+            log.warning("docs: %s of unknown run %s ignored", event.kind, event.run_id)
+            return
+        ledger = self.store.load(project)
+        if apply_event(ledger, event):
+            self.store.save(ledger)
+            self.write(ledger)
+
+    def write(self, ledger: ProjectLedger) -> None:
+        self.writer.write_project(ledger)
+        self.writer.write_index(self.store.all())
+
+    def _project_of(self, event: Event) -> str | None:
+        if event.kind == "run.started":
+            project = str(event.data.get("project") or "")
+            if project:
+                self._projects[event.run_id] = project
+                return project
+        if event.run_id not in self._projects:
+            found = self.store.find_run(event.run_id)
+            if found is None:
+                return None
+            self._projects[event.run_id] = found
+        return self._projects[event.run_id]

@@ -1,0 +1,82 @@
+"""The mkdocs site: a default ``mkdocs.yml`` for roots that have none, and ``mkdocs build``."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from infra_automation.docs.ledger import LedgerStore, atomic_write
+from infra_automation.docs.writer import DocsWriter, docs_dir
+from infra_automation.exceptions import RenderError
+
+CONFIG_NAME = "mkdocs.yml"
+DEFAULT_CONFIG = """\
+# Written by infra-automation because this project root had no mkdocs.yml; edit freely.
+site_name: Infrastructure as built
+docs_dir: {docs_dir}
+site_dir: site
+theme:
+  name: mkdocs
+markdown_extensions:
+  - tables
+  - fenced_code
+  - toc:
+      permalink: true
+"""
+DEFAULT_HOME = """\
+# Infrastructure as built
+
+The [projects](projects/index.md) this landscape serves, written from what actually happened
+in each run.
+"""
+
+
+def mkdocs_available() -> bool:
+    return importlib.util.find_spec("mkdocs") is not None
+
+
+def ensure_config(root: Path) -> Path:
+    """``<root>/mkdocs.yml`` (and ``docs/index.md``), created only if missing."""
+    config = root / CONFIG_NAME
+    docs = docs_dir(root)
+    if not config.exists():
+        relative = docs.relative_to(root) if docs.is_relative_to(root) else docs
+        atomic_write(config, DEFAULT_CONFIG.format(docs_dir=json.dumps(str(relative))))
+    home = docs / "index.md"
+    if not home.exists():
+        atomic_write(home, DEFAULT_HOME)
+    return config
+
+
+def build_site(
+    root: Path,
+    *,
+    site_dir: Path | None = None,
+    strict: bool = True,
+    timeout: float = 600,
+) -> Path:
+    """Run ``mkdocs build [--strict]`` for ``root``; returns the site folder.
+
+    Raises :class:`RenderError` naming ``mkdocs.yml`` with mkdocs' own messages on failure.
+    """
+    config = ensure_config(root)
+    writer = DocsWriter(root)
+    if not (writer.projects_dir / "index.md").is_file():  # docs/index.md links to it
+        writer.write_index(LedgerStore.for_root(root).all())
+    site = site_dir or root / "site"
+    command = [sys.executable, "-m", "mkdocs", "build", "-f", str(config), "-d", str(site)]
+    if strict:
+        command.insert(4, "--strict")
+    try:
+        done = subprocess.run(
+            command, cwd=root, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RenderError(str(config), None, f"mkdocs build did not run: {exc}") from exc
+    if done.returncode != 0:
+        messages = (done.stderr or done.stdout).strip().splitlines()[-20:]
+        raise RenderError(str(config), None, "mkdocs build failed:\n" + "\n".join(messages))
+    return site

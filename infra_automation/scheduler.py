@@ -1,0 +1,353 @@
+"""Scheduler: runs a plan's steps once their dependencies succeeded, up to N at once.
+
+- A failed (or skipped) step marks its transitive dependents ``skipped``; independent
+  branches go on.
+- Params are rendered right before the step runs (variables: ``project``, ``service``,
+  ``requester``, ``params``, ``steps.<id>.outputs``) and validated against the executor's
+  params model; outputs are validated against its outputs model. Either failing fails
+  the step with the field errors.
+- Any exception escaping an executor becomes a failed :class:`StepResult` (step boundary).
+- Check mode calls ``preview``; executors without check support are skipped with a reason.
+- :class:`ProjectLock`: one active run per project (``fcntl.flock``, released by the kernel
+  when the process dies, so a killed run leaves no stale lock).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from infra_automation.catalog import TargetSelection
+from infra_automation.events import Event, utcnow
+from infra_automation.exceptions import InfraError, RunLocked
+from infra_automation.executors.base import Executor, RunResources, StepContext
+from infra_automation.executors.registry import ExecutorRegistry
+from infra_automation.planner import Plan, PlannedStep
+from infra_automation.render import render_value
+from infra_automation.results import Status, StepResult
+from infra_automation.validation import check_safe_text
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from infra_automation.inventory import Inventory
+    from infra_automation.secrets import Secrets
+
+Emit = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class RunEnvironment:
+    """What every step of one run shares."""
+
+    run_id: str
+    inventory: Inventory
+    root: Path
+    resources: RunResources
+    secrets: Secrets | None = None
+    db: Engine | None = None
+    check: bool = False
+
+
+class Scheduler:
+    """Runs one plan. ``reused`` holds results of steps a resumed run does not redo."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        env: RunEnvironment,
+        registry: ExecutorRegistry,
+        emit: Emit,
+        *,
+        parallel: int = 4,
+        reused: Mapping[str, StepResult] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.env = env
+        self.registry = registry
+        self.emit = emit
+        self.parallel = max(1, parallel)
+        self.results: dict[str, StepResult] = dict(reused or {})
+        self.outputs: dict[str, Mapping[str, Any]] = {
+            k: r.outputs for k, r in self.results.items() if r.status is Status.SUCCESS
+        }
+        self._steps = {s.id: s for s in plan.steps}
+        self._dependents = plan.dependents()
+        self._variables = _base_variables(plan, self.outputs)
+
+    def run(self) -> dict[str, StepResult]:
+        """Run every step not already in ``results``; returns results in plan order."""
+        waiting, ready = self._initial_state()
+        with ThreadPoolExecutor(self.parallel, thread_name_prefix="infra-step") as pool:
+            running: dict[Future[StepResult], str] = {}
+            while ready or running:
+                while ready and len(running) < self.parallel:
+                    sid = ready.popleft()
+                    running[pool.submit(self._execute, self._steps[sid])] = sid
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    sid = running.pop(future)
+                    self._finish(sid, future.result(), waiting, ready)
+        return {s.id: self.results[s.id] for s in self.plan.steps if s.id in self.results}
+
+    def _initial_state(self) -> tuple[dict[str, set[str]], deque[str]]:
+        waiting: dict[str, set[str]] = {}
+        ready: deque[str] = deque()
+        for step in self.plan.steps:
+            if step.id in self.results:
+                continue
+            blocked = [n for n in step.needs if n in self.results and n not in self.outputs]
+            if blocked:
+                self._skip(step.id, blocked[0])
+                continue
+            waiting[step.id] = {n for n in step.needs if n not in self.outputs}
+            if not waiting[step.id]:
+                ready.append(step.id)
+        return waiting, ready
+
+    def _finish(
+        self, sid: str, result: StepResult, waiting: dict[str, set[str]], ready: deque[str]
+    ) -> None:
+        self.results[sid] = result
+        if result.status is not Status.SUCCESS:
+            self._skip_dependents(sid)
+            return
+        self.outputs[sid] = result.outputs
+        for dep in self._dependents[sid]:
+            pending = waiting.get(dep)
+            if pending is not None and dep not in self.results:
+                pending.discard(sid)
+                if not pending:
+                    ready.append(dep)
+
+    def _skip_dependents(self, sid: str) -> None:
+        queue = deque((dep, sid) for dep in self._dependents[sid])
+        while queue:
+            dep, because = queue.popleft()
+            if dep not in self.results:
+                self._skip(dep, because)
+                queue.extend((d, dep) for d in self._dependents[dep])
+
+    def _skip(self, sid: str, because: str) -> None:
+        cause = self.results[because].status.value
+        result = StepResult(status=Status.SKIPPED, error=f"dependency {because!r} {cause}")
+        self.results[sid] = result
+        self.emit(self._event("step.finished", sid, finished_payload(self._steps[sid], result)))
+
+    # --- one step (runs in a worker thread) -----------------------------------------------
+
+    def _execute(self, step: PlannedStep) -> StepResult:
+        started = utcnow()
+        payload = {"department": step.department, "executor": step.executor}
+        self.emit(self._event("step.started", step.id, payload, at=started))
+        try:
+            result = self._run_step(step)
+        except Exception as exc:  # the step boundary: nothing escapes a step
+            result = StepResult.failure(f"{type(exc).__name__}: {exc}")
+        result = result.with_timings(started, utcnow())
+        self.emit(self._event("step.finished", step.id, finished_payload(step, result)))
+        return result
+
+    def _run_step(self, step: PlannedStep) -> StepResult:
+        executor = self.registry.get(step.executor)
+        info = executor.info
+        if self.env.check and not info.supports_check:
+            return StepResult(
+                status=Status.SKIPPED, error=f"{step.executor} does not support check mode"
+            )
+        try:
+            params = info.params.model_validate(self._render(step.params, step.id, "params"))
+            targets = self._targets(step)
+        except ValidationError as exc:
+            return StepResult.failure("invalid params: " + _field_errors(exc))
+        except (InfraError, ValueError) as exc:
+            return StepResult.failure(str(exc))
+        result = self._call(executor, self._context(step, params, targets))
+        return self._checked_outputs(result, info.outputs)
+
+    def _call(self, executor: Executor, ctx: StepContext) -> StepResult:
+        result = executor.preview(ctx) if self.env.check else executor.apply(ctx)
+        if not isinstance(result, StepResult):
+            return StepResult.failure(f"executor returned {type(result).__name__}, not StepResult")
+        return result
+
+    def _checked_outputs(self, result: StepResult, model: type[BaseModel]) -> StepResult:
+        if result.status is not Status.SUCCESS:
+            return result
+        try:
+            outputs = model.model_validate(dict(result.outputs)).model_dump(mode="json")
+        except ValidationError as exc:
+            return replace(
+                result, status=Status.FAILED, error="invalid outputs: " + _field_errors(exc)
+            )
+        return replace(result, outputs=outputs)
+
+    def _render(self, value: Any, sid: str, where: str) -> Any:
+        return render_value(value, self._variables, f"steps.{sid}.{where}")
+
+    def _targets(self, step: PlannedStep) -> tuple[str, ...]:
+        spec = step.targets
+        if spec is None:
+            return ()
+        if isinstance(spec, TargetSelection):
+            group = self._render(spec.group, step.id, "targets.group")
+            hosts = self._render(spec.hosts, step.id, "targets.hosts")
+            names = self.env.inventory.select(group=group, hosts=_as_list(hosts))
+        else:
+            names = _as_list(self._render(spec, step.id, "targets")) or []
+        return tuple(check_safe_text(str(n)) for n in names)
+
+    def _context(
+        self, step: PlannedStep, params: BaseModel, targets: tuple[str, ...]
+    ) -> StepContext:
+        def emit(kind: str, data: Mapping[str, Any]) -> None:
+            self.emit(self._event("step.log", step.id, {"kind": kind, **data}))
+
+        return StepContext(
+            run_id=self.env.run_id,
+            project=self.plan.project,
+            step_id=step.id,
+            department=step.department,
+            params=params,
+            inventory=self.env.inventory,
+            check=self.env.check,
+            targets=targets,
+            secrets=self.env.secrets,
+            resources=self.env.resources,
+            emit=emit,
+            db=self.env.db,
+            root=self.env.root,
+            upstream={n: self.outputs[n] for n in step.needs},
+        )
+
+    def _event(self, kind: str, sid: str, data: Mapping[str, Any], at: Any = None) -> Event:
+        if at is None:
+            return Event(run_id=self.env.run_id, kind=kind, step_id=sid, data=data)
+        return Event(run_id=self.env.run_id, kind=kind, step_id=sid, data=data, at=at)
+
+
+class _StepsView(Mapping[str, Mapping[str, Any]]):
+    """``steps.<id>.outputs`` over the live outputs dict (no copy per step)."""
+
+    def __init__(self, outputs: Mapping[str, Mapping[str, Any]]) -> None:
+        self._outputs = outputs
+
+    def __getitem__(self, key: str) -> Mapping[str, Any]:
+        return {"outputs": self._outputs[key]}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._outputs))
+
+    def __len__(self) -> int:
+        return len(self._outputs)
+
+
+def _base_variables(plan: Plan, outputs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        "project": plan.project,
+        "service": plan.service,
+        "requester": plan.request.requester,
+        "params": dict(plan.request.params),
+        "steps": _StepsView(outputs),
+    }
+
+
+def _as_list(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    raise ValueError(f"targets must be a name or a list of names, got {type(value).__name__}")
+
+
+def _field_errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def finished_payload(
+    step: PlannedStep, result: StepResult, *, reused: bool = False
+) -> dict[str, Any]:
+    """The ``step.finished`` event payload (see :mod:`infra_automation.events`)."""
+    return {
+        "department": step.department,
+        "executor": step.executor,
+        "status": result.status.value,
+        "changed": result.changed,
+        "error": result.error,
+        "diff": result.diff,
+        "outputs": dict(result.outputs),
+        "targets": [
+            {
+                "target": t.target,
+                "status": t.status.value,
+                "changed": t.changed,
+                "diff": t.diff,
+                "error": t.error,
+                "details": dict(t.details),
+            }
+            for t in result.targets
+        ],
+        "artifacts": dict(result.artifacts),
+        "started_at": result.started_at.isoformat() if result.started_at else None,
+        "finished_at": result.finished_at.isoformat() if result.finished_at else None,
+        "duration": result.duration,
+        "reused": reused,
+    }
+
+
+# --- one run per project ----------------------------------------------------------------------
+
+
+class ProjectLock:
+    """Exclusive ``flock`` on ``<lock_dir>/<project>.lock`` holding the pid and run id."""
+
+    def __init__(self, lock_dir: Path, project: str, run_id: str) -> None:
+        self.path = lock_dir / f"{project}.lock"
+        self.project = project
+        self.run_id = run_id
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunLocked(
+                f"project {self.project!r} has an active run ({holder}); "
+                f"wait for it to finish (lock: {self.path})"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"run {self.run_id}, pid {os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.truncate(0)
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> ProjectLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

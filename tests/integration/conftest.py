@@ -1,0 +1,63 @@
+"""The session fixture ``lab``: the real local lab, started once per test session.
+
+- A lab that is already up and healthy is reused untouched; other engineers and other
+  pytest sessions share it. It is torn down at session end only if this session started
+  it (nothing of it ran before), no other session still uses it, and ``INFRA_LAB_KEEP=1``
+  is not set.
+- Tests that need the lab carry the ``lab`` marker; requesting the fixture adds it, so
+  ``pytest -m "not lab"`` runs the quick tests without starting anything. When the lab
+  cannot start, every test using the fixture ERRORs with the reason; a ``lab`` test that
+  skips is turned into a failure (lab tests never skip silently).
+- ``INFRA_LAB_NAME`` picks another instance (default ``lab``, inventory ``inventories/lab``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+from infra_automation.exceptions import InfraError
+from infra_automation.lab import DEFAULT_NAME, Lab
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses the ``lab`` fixture, so ``-m "not lab"`` deselects it."""
+    for item in items:
+        if "lab" in getattr(item, "fixturenames", ()) and item.get_closest_marker("lab") is None:
+            item.add_marker(pytest.mark.lab)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, None]:
+    """A ``lab`` test never skips silently: a skip becomes a failure naming the reason."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if (
+        report.skipped
+        and item.get_closest_marker("lab") is not None
+        and not hasattr(report, "wasxfail")
+    ):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"a test marked 'lab' must not skip (it skipped: {reason})"
+
+
+@pytest.fixture(scope="session")
+def lab(pytestconfig: pytest.Config) -> Iterator[Lab]:
+    instance = Lab(ROOT, os.environ.get("INFRA_LAB_NAME", DEFAULT_NAME))
+    try:
+        lease = instance.acquire(cleanup_on_failure=os.environ.get("INFRA_LAB_KEEP") != "1")
+    except InfraError as exc:
+        pytest.fail(f"the lab {instance.name!r} could not start: {exc}", pytrace=False)
+    yield instance
+    outcome = instance.release(lease, keep=os.environ.get("INFRA_LAB_KEEP") == "1")
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"lab {instance.name!r}: {outcome}")

@@ -1,0 +1,207 @@
+"""The ``infra`` CLI: catalog, plan (text/json/mermaid), apply (exit codes 0/1/2, JSON,
+JUnit), runs list/show, resume, the run lock, plugins from INFRA_PLUGINS."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+from engine_helpers import step, write_request, write_service
+from typer.testing import CliRunner
+
+from infra_automation import engine as engine_module
+from infra_automation.cli import app
+from infra_automation.config import load_settings
+from infra_automation.scheduler import ProjectLock
+
+PLUGINS = Path(__file__).parent / "data" / "plugins"
+
+
+@pytest.fixture
+def cli(root: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.delenv("INFRA_PLUGINS", raising=False)
+    monkeypatch.delenv("INFRA_DATABASE_URL", raising=False)
+    write_service(
+        root,
+        "chain",
+        [
+            step("a", department="network"),
+            step(
+                "b",
+                "core.sleep",
+                needs=["a"],
+                params={"seconds": 0.01, "echo": {"x": "{{ params.word }}"}},
+            ),
+            step("c", needs=["b"], params={"echo": {"got": "{{ steps.b.outputs.x }}"}}),
+        ],
+        params={"word": {"default": "hi"}},
+    )
+    write_service(
+        root,
+        "broken",
+        [step("a", "core.fail", params={"message": "no luck"}), step("b", needs=["a"]), step("c")],
+    )
+    write_service(root, "loop", [step("a", needs=["b"]), step("b", needs=["a"])])
+    write_request(root, "chain")
+    write_request(root, "broken")
+    write_request(root, "loop")
+    return CliRunner()
+
+
+def run(cli: CliRunner, root: Path, *args: str, env: dict[str, str] | None = None) -> Result:
+    return cli.invoke(app, ["--root", str(root), *args], env=env)
+
+
+def test_catalog_list_and_show(cli: CliRunner, root: Path) -> None:
+    res = run(cli, root, "catalog", "list", "-o", "json")
+    assert res.exit_code == 0, res.output
+    assert {s["name"] for s in json.loads(res.stdout)} == {"chain", "broken", "loop"}
+    res = run(cli, root, "catalog", "show", "chain", "-o", "json")
+    assert json.loads(res.stdout)["params"]["word"]["default"] == "hi"
+    res = run(cli, root, "catalog", "show", "chain")
+    assert res.exit_code == 0 and "core.sleep" in res.stdout
+    res = run(cli, root, "catalog", "show", "nope")
+    assert res.exit_code == 2 and "no service 'nope'" in res.stderr
+
+
+def test_plan_forms(cli: CliRunner, root: Path) -> None:
+    req = str(root / "requests" / "chain.yml")
+    res = run(cli, root, "plan", req)
+    assert res.exit_code == 0 and "network" in res.stdout and "wave" in res.stdout
+    data = json.loads(run(cli, root, "plan", req, "--output", "json").stdout)
+    assert data["waves"] == [["a"], ["b"], ["c"]]
+    mermaid = run(cli, root, "plan", req, "--output", "mermaid").stdout
+    assert mermaid.startswith("flowchart LR") and "a --> b" in mermaid
+    assert run(cli, root, "plan", req, "--output", "yaml").exit_code == 2
+
+
+def test_apply_success_json_and_junit(cli: CliRunner, root: Path, tmp_path: Path) -> None:
+    junit = tmp_path / "out" / "junit.xml"
+    res = run(
+        cli,
+        root,
+        "apply",
+        str(root / "requests/chain.yml"),
+        "--no-docs",
+        "--output",
+        "json",
+        "--junit",
+        str(junit),
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["status"] == "success" and data["steps"]["c"]["outputs"] == {"got": "hi"}
+    assert "run.started" not in res.stdout  # progress goes to stderr with --output json
+    assert "b success" in res.stderr
+    suite = ET.fromstring(junit.read_text()).find("testsuite")  # noqa: S314 - our own file
+    assert suite is not None and suite.get("tests") == "3" and suite.get("failures") == "0"
+    assert [c.get("name") for c in suite.iter("testcase")] == ["a", "b", "c"]
+
+
+def test_apply_failure_exits_1(cli: CliRunner, root: Path, tmp_path: Path) -> None:
+    junit = tmp_path / "junit.xml"
+    res = run(
+        cli, root, "apply", str(root / "requests/broken.yml"), "--no-docs", "--junit", str(junit)
+    )
+    assert res.exit_code == 1
+    assert "no luck" in res.stdout
+    suite = ET.fromstring(junit.read_text()).find("testsuite")  # noqa: S314 - our own file
+    assert suite is not None
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    failure = cases["a"].find("failure")
+    assert failure is not None and failure.get("message") == "no luck"
+    skipped = cases["b"].find("skipped")
+    assert skipped is not None and skipped.get("message") == "dependency 'a' failed"
+    assert list(cases["c"]) == []
+
+
+def test_invalid_input_exits_2_with_field_errors(cli: CliRunner, root: Path) -> None:
+    bad = write_request(
+        root, "chain", project="No Way", params={"word": "a\nb", "x": 1}, name="bad"
+    )
+    res = run(cli, root, "apply", str(bad), "--no-docs")
+    assert res.exit_code == 2
+    for text in ("project:", "params.word: contains characters", "params.x: Extra inputs"):
+        assert text in res.stderr
+    res = run(cli, root, "apply", str(root / "requests/loop.yml"), "--no-docs")
+    assert res.exit_code == 2 and "CycleError: dependency cycle: " in res.stderr
+    res = run(cli, root, "apply", str(root / "requests/missing.yml"), "--no-docs")
+    assert res.exit_code == 2 and "cannot read" in res.stderr
+    runs = json.loads(run(cli, root, "runs", "list", "-o", "json").stdout)
+    assert runs == []  # nothing was recorded
+
+
+def test_runs_list_show_and_resume(cli: CliRunner, root: Path) -> None:
+    res = run(cli, root, "apply", str(root / "requests/broken.yml"), "--no-docs")
+    assert res.exit_code == 1
+    runs = json.loads(run(cli, root, "runs", "list", "--project", "shop", "-o", "json").stdout)
+    assert len(runs) == 1 and runs[0]["status"] == "failed"
+    run_id = runs[0]["id"]
+    shown = json.loads(run(cli, root, "runs", "show", run_id, "--events", "-o", "json").stdout)
+    assert {s["id"]: s["status"] for s in shown["steps"]} == {
+        "a": "failed",
+        "b": "skipped",
+        "c": "success",
+    }
+    assert shown["events"][0]["kind"] == "run.started"
+    text = run(cli, root, "runs", "show", run_id, "--events")
+    assert text.exit_code == 0 and "no luck" in text.stdout
+    assert run(cli, root, "runs", "list").exit_code == 0
+    assert run(cli, root, "runs", "show", "nope").exit_code == 2
+
+    res = run(cli, root, "resume", run_id, "--no-docs", "-o", "json")
+    assert res.exit_code == 1  # core.fail still fails
+    again = json.loads(res.stdout)
+    assert set(again["steps"]) == {"a", "b", "c"}
+    resumed = json.loads(run(cli, root, "runs", "show", again["run_id"], "-o", "json").stdout)
+    assert resumed["resumed_from"] == run_id
+    assert {s["id"]: s["reused"] for s in resumed["steps"]} == {"a": False, "b": False, "c": True}
+
+
+def test_second_run_is_refused_with_a_clear_message(cli: CliRunner, root: Path) -> None:
+    with ProjectLock(load_settings(root, env={}).lock_dir, "shop", "busy-run"):
+        res = run(cli, root, "apply", str(root / "requests/chain.yml"), "--no-docs")
+    assert res.exit_code == 2
+    assert "RunLocked: project 'shop' has an active run (run busy-run, pid" in res.stderr
+
+
+def test_plugins_from_environment(
+    cli: CliRunner, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    log = tmp_path / "calls.log"
+    write_service(
+        root, "plugged", [step("p", "test.append", params={"log": str(log), "value": "v1"})]
+    )
+    write_request(root, "plugged")
+    req = str(root / "requests/plugged.yml")
+    res = run(cli, root, "apply", req, "--no-docs", env={"INFRA_PLUGINS": "infra_test_plugin"})
+    assert res.exit_code == 0, res.output
+    assert log.read_text() == "p v1\n"
+    res = run(cli, root, "plan", req, env={"INFRA_PLUGINS": "no_such_plugin_module"})
+    assert res.exit_code == 2 and "plugin 'no_such_plugin_module' cannot be imported" in res.stderr
+
+
+def test_no_docs_flag_disables_entry_point_observers(
+    cli: CliRunner, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded: list[Path] = []
+
+    def fake(root_dir: Path) -> list[tuple[str, object, str]]:
+        loaded.append(root_dir)
+        return []
+
+    monkeypatch.setattr(engine_module, "load_entry_point_observers", fake)
+    assert run(cli, root, "apply", str(root / "requests/chain.yml"), "--no-docs").exit_code == 0
+    assert loaded == []
+    assert run(cli, root, "apply", str(root / "requests/chain.yml")).exit_code == 0
+    assert loaded == [root.resolve()]
+
+
+def test_sub_apps_are_mounted(cli: CliRunner, root: Path) -> None:
+    for name in ("lab", "docs"):
+        res = run(cli, root, name, "--help")
+        assert res.exit_code == 0, res.output

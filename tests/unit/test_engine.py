@@ -1,0 +1,284 @@
+"""Engine: nothing recorded for invalid input, resume, the run lock, observers and events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from engine_helpers import Calls, Collector, step, write_request
+
+from infra_automation import engine as engine_module
+from infra_automation.config import Settings
+from infra_automation.engine import Engine
+from infra_automation.events import Event
+from infra_automation.exceptions import (
+    CycleError,
+    RequestValidationError,
+    RunLocked,
+    RunNotFound,
+)
+from infra_automation.executors import ExecutorRegistry
+from infra_automation.scheduler import ProjectLock
+from infra_automation.secrets import REDACTOR
+
+Make = Callable[..., Any]
+
+
+def test_invalid_request_leaves_no_run(engine: Engine, request_for: Make, root: Path) -> None:
+    request_for(
+        "svc", [step("a")], params={"size": {"type": "integer", "maximum": 3}}, values={"size": 1}
+    )
+    bad = write_request(root, "svc", project="Bad Project", params={"size": 7}, name="bad")
+    with pytest.raises(RequestValidationError) as info:
+        engine.apply(engine.load_request(bad))
+    assert {e.field for e in info.value.errors} == {"project", "params.size"}
+    assert engine.store.list_runs() == []
+
+
+def test_unplannable_request_leaves_no_run(engine: Engine, request_for: Make) -> None:
+    req = request_for("loop", [step("a", needs=["b"]), step("b", needs=["a"])])
+    with pytest.raises(CycleError):
+        engine.apply(req)
+    assert engine.store.list_runs() == []
+
+
+RESUMABLE = [
+    step("a", "test.record", params={"value": "from-a", "count": 1}),
+    step(
+        "b",
+        "test.record",
+        needs=["a"],
+        params={"value": "{{ steps.a.outputs.value }}+b", "fail_if_exists": "{{ params.flag }}"},
+    ),
+    step("c", "test.record", needs=["b"], params={"value": "{{ steps.b.outputs.value }}+c"}),
+    step("d", "test.record", params={"value": "independent"}),
+]
+
+
+def test_resume_reruns_only_failed_and_skipped_steps(
+    engine: Engine, request_for: Make, calls: Calls, tmp_path: Path
+) -> None:
+    flag = tmp_path / "broken"
+    flag.touch()
+    req = request_for(
+        "resumable",
+        RESUMABLE,
+        params={"flag": {"pattern": "[a-z/_0-9.-]+"}},
+        values={"flag": str(flag)},
+    )
+    first = engine.apply(req)
+    assert first.failed_steps == ("b",) and first.skipped_steps == ("c",)
+    assert sorted(calls.steps()) == ["a", "b", "d"]
+
+    flag.unlink()  # "fix" the cause
+    calls.items.clear()
+    second = engine.resume(first.run_id)
+    assert not second.failed
+    assert sorted(calls.steps()) == ["b", "c"]  # a and d were not called again
+    by_step = {c["step"]: c for c in calls.items}
+    assert by_step["b"]["upstream"] == {"a": {"value": "from-a", "count": 1}}  # reused outputs
+    assert second.steps["c"].outputs["value"] == "from-a+b+c"
+
+    run = engine.store.get_run(second.run_id)
+    assert run.resumed_from == first.run_id and run.status == "success"
+    assert {s.step_id: (s.status, s.reused) for s in run.steps} == {
+        "a": ("success", True),
+        "b": ("success", False),
+        "c": ("success", False),
+        "d": ("success", True),
+    }
+    assert run.step("a").outputs == {"value": "from-a", "count": 1}
+    old = engine.store.get_run(first.run_id)
+    assert old.status == "failed" and old.step("c").status == "skipped"
+
+
+def test_resume_of_unknown_run(engine: Engine) -> None:
+    with pytest.raises(RunNotFound):
+        engine.resume("nope")
+
+
+def test_second_run_of_a_project_is_refused(
+    engine: Engine, request_for: Make, settings: Settings
+) -> None:
+    req = request_for("locked", [step("a")])
+    with (
+        ProjectLock(settings.lock_dir, "shop", "other-run"),
+        pytest.raises(
+            RunLocked, match=r"project 'shop' has an active run \(run other-run, pid \d+\)"
+        ),
+    ):
+        engine.apply(req)
+    assert engine.store.list_runs() == []
+    assert not engine.apply(req).failed  # the lock is free again
+    other = request_for("locked", [step("a")], project="other")
+    with ProjectLock(settings.lock_dir, "shop", "x"):
+        assert not engine.apply(other).failed  # other projects are not blocked
+
+
+def test_events_and_their_payloads(engine: Engine, request_for: Make, collector: Collector) -> None:
+    req = request_for(
+        "events",
+        [
+            step("a", "test.record", params={"value": "v"}),
+            step("b", "core.fail", needs=["a"]),
+            step("c", needs=["b"]),
+        ],
+    )
+    result = engine.apply(req, parallel=3)
+    assert collector.kinds() == [
+        "run.started",
+        "step.started",
+        "step.log",
+        "step.finished",
+        "step.started",
+        "step.finished",
+        "step.finished",
+        "run.finished",
+    ]
+    started, finished = collector.events[0], collector.events[-1]
+    assert set(started.data) == {
+        "service",
+        "project",
+        "requester",
+        "check",
+        "parallel",
+        "resumed_from",
+        "request",
+        "plan",
+    }
+    assert started.data["parallel"] == 3 and started.data["resumed_from"] is None
+    assert started.data["request"]["params"] == {}
+    assert started.data["plan"][1] == {
+        "id": "b",
+        "department": "core",
+        "executor": "core.fail",
+        "needs": ["a"],
+        "description": "",
+    }
+    step_finished = collector.events[3]
+    assert step_finished.step_id == "a"
+    assert set(step_finished.data) == {
+        "department",
+        "executor",
+        "status",
+        "changed",
+        "error",
+        "diff",
+        "outputs",
+        "targets",
+        "artifacts",
+        "started_at",
+        "finished_at",
+        "duration",
+        "reused",
+    }
+    assert step_finished.data["outputs"] == {"value": "v", "count": 0}
+    assert finished.data["status"] == "failed"
+    assert finished.data["failed_steps"] == ["b"] and finished.data["skipped_steps"] == ["c"]
+    assert set(finished.data) == {
+        "status",
+        "failed_steps",
+        "skipped_steps",
+        "changed",
+        "started_at",
+        "finished_at",
+    }
+    assert all(e.run_id == result.run_id for e in collector.events)
+    recorded = [e.kind for e in engine.store.events(result.run_id)]
+    assert recorded == collector.kinds()
+
+
+def test_secrets_are_redacted_before_record_and_observers(
+    engine: Engine, request_for: Make, collector: Collector
+) -> None:
+    REDACTOR.add("hunter2-very-secret")
+    req = request_for(
+        "secret", [step("a", "core.fail", params={"message": "login hunter2-very-secret refused"})]
+    )
+    result = engine.apply(req)
+    run = engine.store.get_run(result.run_id)
+    assert run.step("a").error == "login ******** refused"
+    dumped = repr([e.data for e in collector.events])
+    assert "hunter2" not in dumped
+    assert "hunter2" not in repr([e.data for e in engine.store.events(result.run_id)])
+
+
+class Broken:
+    def on_event(self, event: Event) -> None:
+        raise ValueError(f"cannot handle {event.kind}")
+
+
+def test_observer_errors_are_recorded_and_never_abort(
+    settings: Settings,
+    registry: ExecutorRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    request_for: Make,
+    engine: Engine,
+) -> None:
+    req = request_for("obs", [step("a"), step("b", needs=["a"])])
+    seen = Collector()
+
+    def fake_load(root: Path) -> list[tuple[str, Any, str]]:
+        assert root == settings.root
+        return [("broken", Broken(), ""), ("good", seen, ""), ("missing", None, "ImportError: x")]
+
+    monkeypatch.setattr(engine_module, "load_entry_point_observers", fake_load)
+    with_observers = Engine(settings, registry=registry, load_observers=True)
+    result = with_observers.apply(req)
+    assert not result.failed
+    assert seen.kinds()[0] == "run.started" and seen.kinds()[-1] == "run.finished"
+    errors = engine.store.events(result.run_id, kind="observer.error")
+    load = [e.data for e in errors if e.data["event"] == "load"]
+    assert load == [{"observer": "missing", "event": "load", "error": "ImportError: x"}]
+    assert {e.data["observer"] for e in errors if e.data["event"] != "load"} == {"broken"}
+    assert {e.data["event"] for e in errors if e.data["event"] != "load"} == {
+        "run.started",
+        "step.started",
+        "step.finished",
+        "run.finished",
+    }
+    assert "observer.error" not in seen.kinds()  # diagnostics go to the record only
+    with_observers.close()
+
+
+def test_entry_point_observers_are_skipped_when_disabled(
+    settings: Settings,
+    registry: ExecutorRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    request_for: Make,
+) -> None:
+    req = request_for("noobs", [step("a")])
+
+    def fail(root: Path) -> list[tuple[str, Any, str]]:
+        raise AssertionError("observers must not be loaded")
+
+    monkeypatch.setattr(engine_module, "load_entry_point_observers", fail)
+    quiet = Engine(settings, registry=registry, load_observers=False)
+    assert not quiet.apply(req).failed
+    quiet.close()
+
+
+def test_interrupted_run_is_shown_as_such(engine: Engine, request_for: Make) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pid = int(dead.stdout)
+    result = engine.apply(request_for("intr", [step("a")]))
+    with engine.db.begin() as conn:
+        from infra_automation.record import runs
+
+        conn.execute(
+            runs.update()
+            .where(runs.c.id == result.run_id)
+            .values(status="running", pid=pid, finished_at=None)
+        )
+    assert engine.store.get_run(result.run_id).status == "interrupted"
+    assert engine.store.list_runs()[0].status == "interrupted"
