@@ -5,12 +5,13 @@ Run as root from the project root::
     python benchmarks/bench_lab.py                 # warm/reuse/down + parallel-vs-sequential
     python benchmarks/bench_lab.py --cold          # + cold up in a fresh root (vcsim build)
     python benchmarks/bench_lab.py --image         # + the Debian image build (debootstrap)
+    python benchmarks/bench_lab.py --cold-image    # cold up that also builds the image
 
 It uses its own instance (``--name``, default ``bench``), never the shared default lab.
 ``--cold`` runs an instance in a temporary project root, so the vcsim binary is built with
 an empty Go cache; the podman image store is shared by the machine, so the Debian image
-build is measured on its own (``--image``: debootstrap + import under a throwaway tag)
-and the cold total is estimated as the slowest of the parallel component starts.
+build is measured on its own (``--image``: debootstrap + import under a throwaway tag),
+or ``--cold-image`` builds it inside the cold ``up`` under a throwaway repository name.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from infra_automation.lab import Lab, LabOptions
+from infra_automation.lab import Lab, LabOptions, hosts
 from infra_automation.lab.base import LabContext
 from infra_automation.lab.hosts import IMAGE_REPO, build_image, image_tag, podman
 
@@ -59,7 +61,19 @@ def warm(name: str, options: LabOptions, rounds: int) -> None:
     print(f"  down:                                    {med['down']:6.2f} s")
 
 
-def cold(options: LabOptions) -> None:
+def cold(options: LabOptions, fresh_image: bool) -> None:
+    if fresh_image:  # a repository of its own: the image the other instances use stays
+        hosts.IMAGE_REPO = "localhost/infra-lab-debian-bench"
+    try:
+        _cold(options)
+    finally:
+        if fresh_image:
+            for tag in (hosts.image_tag(), f"{hosts.IMAGE_REPO}:latest"):
+                subprocess.run(["podman", "rmi", tag], capture_output=True, check=False)
+            hosts.IMAGE_REPO = IMAGE_REPO
+
+
+def _cold(options: LabOptions) -> None:
     with tempfile.TemporaryDirectory(prefix="labcold") as tmp:
         root = Path(tmp)
         root.chmod(0o755)  # FRR daemons run as user frr: the state dir must be reachable
@@ -71,7 +85,8 @@ def cold(options: LabOptions) -> None:
             total = timed(lambda: timings.update(lab.up().timings))
         finally:
             down = timed(lab.down)  # before the temporary root disappears
-    print("cold up in a fresh project root (empty .lab/cache: vcsim built, Go cache empty):")
+    image = "built" if hosts.IMAGE_REPO != IMAGE_REPO else "already in podman's store"
+    print(f"cold up in a fresh project root (vcsim built, Go cache empty; image {image}):")
     for component, seconds in timings.items():
         print(f"  {component:8s} {seconds:6.2f} s")
     print(f"  total    {total:6.2f} s   (down {down:.2f} s)")
@@ -97,11 +112,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cold", action="store_true")
     parser.add_argument("--image", action="store_true")
+    parser.add_argument("--cold-image", action="store_true", help="--cold, image built too")
     args = parser.parse_args()
     options = LabOptions(routers=args.routers, hosts=args.hosts)
-    warm(args.name, options, args.rounds)
-    if args.cold:
-        cold(options)
+    if args.rounds:
+        warm(args.name, options, args.rounds)
+    if args.cold or args.cold_image:
+        cold(options, fresh_image=args.cold_image)
     if args.image:
         image()
 

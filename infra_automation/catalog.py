@@ -20,6 +20,8 @@
           count: "{{ params.vm_count }}"
           portgroup: "{{ steps.network.outputs.portgroup }}"
         targets: {group: routers}   # or {hosts: [core]} or "{{ steps.vms.outputs.names }}"
+    outputs:                        # what the service hands back (printed after a run)
+      vm_names: "{{ steps.vms.outputs.names }}"
 
 Parameter types: string, integer, number, boolean, list (with ``items``, a parameter
 definition of the elements). Constraints: ``pattern`` (whole value), ``minimum``/``maximum``,
@@ -204,6 +206,7 @@ class Service(_Model):
     owner: str = ""
     params: dict[str, ParamDef] = Field(default_factory=dict)
     steps: list[StepDef] = Field(min_length=1)
+    outputs: dict[str, str] = Field(default_factory=dict)  # Jinja over steps' outputs
 
     @field_validator("params")
     @classmethod

@@ -19,6 +19,13 @@ already passed through :func:`infra_automation.secrets.redact`:
                     True when resume reused an earlier run's result)
 - ``run.finished``  status ("success" | "failed"), failed_steps, skipped_steps, changed,
                     started_at, finished_at
+
+``request`` of ``run.started`` also carries ``inventory`` (the request's inventory folder or
+None), which ``infra resume`` needs. Reused steps of a resumed run get only ``step.finished``
+(``reused`` True), right after ``run.started``; steps skipped because a dependency did not
+succeed get only ``step.finished`` (``status`` "skipped", ``error`` names the dependency).
+Diagnostics go to the run record and the progress view, never to entry-point observers:
+``observer.error`` (observer, event, error) and ``run.warning`` (message).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import jinja2
@@ -96,11 +97,15 @@ class Plan:
             out[step.wave].append(step.id)
         return out
 
+    @cached_property
+    def _index(self) -> dict[str, PlannedStep]:
+        return {s.id: s for s in self.steps}
+
     def step(self, step_id: str) -> PlannedStep:
-        for s in self.steps:
-            if s.id == step_id:
-                return s
-        raise UnknownStepError(f"plan has no step {step_id!r}")
+        try:
+            return self._index[step_id]
+        except KeyError:
+            raise UnknownStepError(f"plan has no step {step_id!r}") from None
 
     def dependents(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {s.id: [] for s in self.steps}
@@ -139,9 +144,9 @@ class Plan:
             by_dept.setdefault(s.department, []).append(s)
         for dept, steps in by_dept.items():
             lines.append(f'  subgraph dept_{dept.replace("-", "_")}["{dept}"]')
-            lines += [f'    {s.id}["{s.id}<br/>{s.executor}"]' for s in steps]
+            lines += [f'    step_{s.id}["{s.id}<br/>{s.executor}"]' for s in steps]
             lines.append("  end")
-        lines += [f"  {need} --> {s.id}" for s in self.steps for need in s.needs]
+        lines += [f"  step_{need} --> step_{s.id}" for s in self.steps for need in s.needs]
         return "\n".join(lines) + "\n"
 
 

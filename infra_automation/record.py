@@ -85,6 +85,38 @@ events = sa.Table(
 )
 
 
+FINISHED_COLUMNS = (
+    "status",
+    "changed",
+    "reused",
+    "error",
+    "diff",
+    "outputs",
+    "targets",
+    "artifacts",
+    "started_at",
+    "finished_at",
+    "duration",
+)
+
+
+def _prepared() -> dict[str, sa.Executable]:
+    """Statements built once: building them per event costs more than the write itself."""
+    where = (steps.c.run_id == sa.bindparam("b_run"), steps.c.step_id == sa.bindparam("b_step"))
+    return {
+        "event": events.insert(),
+        "step.started": steps.update()
+        .where(*where)
+        .values(status=sa.bindparam("status"), started_at=sa.bindparam("started_at")),
+        "step.finished": steps.update()
+        .where(*where)
+        .values({c: sa.bindparam(c) for c in FINISHED_COLUMNS}),
+    }
+
+
+STATEMENTS = _prepared()
+
+
 def open_database(url: str) -> Engine:
     """An engine for the record at ``url`` with its tables created (SQLite: WAL mode)."""
     try:
@@ -152,7 +184,7 @@ class RunRecorder:
     def _write(self, conn: Connection, ev: Event) -> None:
         data = ev.data
         conn.execute(
-            events.insert(),
+            STATEMENTS["event"],
             {
                 "run_id": ev.run_id,
                 "step_id": ev.step_id,
@@ -164,7 +196,8 @@ class RunRecorder:
         if ev.kind == "run.started":
             self._run_started(conn, ev)
         elif ev.kind == "step.started" and ev.step_id:
-            self._update_step(conn, ev, {"status": RUNNING, "started_at": ev.at.isoformat()})
+            values = {"status": RUNNING, "started_at": ev.at.isoformat()}
+            self._update_step(conn, ev, values)
         elif ev.kind == "step.finished" and ev.step_id:
             self._update_step(conn, ev, _finished_columns(data))
         elif ev.kind == "run.finished":
@@ -206,11 +239,8 @@ class RunRecorder:
             conn.execute(steps.insert(), rows)
 
     def _update_step(self, conn: Connection, ev: Event, values: Mapping[str, Any]) -> None:
-        conn.execute(
-            steps.update()
-            .where(steps.c.run_id == ev.run_id, steps.c.step_id == ev.step_id)
-            .values(**values)
-        )
+        statement = STATEMENTS[ev.kind]
+        conn.execute(statement, {"b_run": ev.run_id, "b_step": ev.step_id, **values})
 
 
 def _step_row(run_id: str, position: int, step: Mapping[str, Any]) -> dict[str, Any]:

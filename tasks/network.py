@@ -38,7 +38,7 @@ BANNER = re.compile(
     r"Note: this version of vtysh never writes vtysh\.conf)$"
 )
 SAVE_OK = re.compile(r"\[OK\]|Integrated configuration saved|Copy completed", re.I)
-SAVE_FAIL = re.compile(r"^%|error|failed|denied|cannot", re.I | re.M)
+SAVE_FAIL = re.compile(r"^%|^.*(error|failed|denied).*$", re.I | re.M)
 
 
 # --- pure config helpers -----------------------------------------------------------------
@@ -189,13 +189,14 @@ def send_config(task: Task, commands: Sequence[str]) -> str:
 def save(task: Task) -> str:
     """``write memory``; raises RuntimeError unless the output says it worked."""
     output = str(connection(task).save_config())
-    if not SAVE_OK.search(output) or any(
-        SAVE_FAIL.search(line) and "attempting direct configuration write" not in line
-        for line in output.splitlines()
-        if "File permissions and ownership may be incorrect" not in line
-    ):
+    if not save_ok(output):
         raise RuntimeError(f"saving the config failed: {output.strip()[-300:]}")
     return output
+
+
+def save_ok(output: str) -> bool:
+    """netmiko's save_config never raises: the device's answer tells success from failure."""
+    return bool(SAVE_OK.search(output)) and not SAVE_FAIL.search(output)
 
 
 # --- Nornir tasks --------------------------------------------------------------------------

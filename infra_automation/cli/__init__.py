@@ -27,10 +27,12 @@ from infra_automation.docs.cli import app as docs_app
 from infra_automation.engine import Engine
 from infra_automation.events import Observer
 from infra_automation.exceptions import InfraError, RequestValidationError
+from infra_automation.gitchanges import changed_requests
 from infra_automation.lab.cli import app as lab_app
 from infra_automation.planner import Plan
 from infra_automation.progress import LiveProgress, PlainProgress
 from infra_automation.results import RunResult
+from infra_automation.summary import service_outputs
 
 app = typer.Typer(
     help="infra: from a service request to a finished, documented landscape.",
@@ -39,8 +41,10 @@ app = typer.Typer(
 )
 catalog_app = typer.Typer(help="Services of the catalog.", no_args_is_help=True)
 runs_app = typer.Typer(help="The run record.", no_args_is_help=True)
+requests_app = typer.Typer(help="Request files (for CI/CD pipelines).", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(runs_app, name="runs")
+app.add_typer(requests_app, name="requests")
 app.add_typer(lab_app, name="lab")
 app.add_typer(docs_app, name="docs")
 
@@ -192,7 +196,7 @@ def apply_cmd(
         req = _guard(lambda: engine.load_request(request))
         plan = _guard(lambda: engine.plan(req))
         result = _guard(lambda: engine.apply(req, check=check, parallel=parallel))
-    _report(result, plan, output, junit)
+    _report(result, plan, output, junit, engine)
 
 
 @app.command("resume")
@@ -209,7 +213,7 @@ def resume_cmd(
         engine = _engine(docs=not no_docs, observers=observers)
         result = _guard(lambda: engine.resume(run_id, parallel=parallel))
         plan = _guard(lambda: engine.plan(engine.validate(engine.store.get_run(run_id).request)))
-    _report(result, plan, output, junit)
+    _report(result, plan, output, junit, engine)
 
 
 @contextmanager
@@ -222,13 +226,17 @@ def _progress(output: str) -> Iterator[list[Observer]]:
         yield [PlainProgress(console)]
 
 
-def _report(result: RunResult, plan: Plan, output: str, junit: Path | None) -> None:
+def _report(result: RunResult, plan: Plan, output: str, junit: Path | None, engine: Engine) -> None:
     if junit is not None:
         write_junit(junit, result, plan)
+    outputs = service_outputs(engine.catalog().get(plan.service), plan, result)
     if output == "json":
-        _json(render.result_dict(result))
+        _json({**render.result_dict(result), "outputs": outputs})
     else:
         out.print(render.result_table(result, plan))
+        for name, value in outputs.items():
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+            out.print(f"[bold]{render.escape(name)}[/]: {render.escape(str(shown))}")
     raise typer.Exit(EXIT_FAILED if result.failed else EXIT_OK)
 
 
@@ -274,3 +282,24 @@ def runs_show(
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# --- requests (CI/CD) -------------------------------------------------------------------------
+
+
+@requests_app.command("changed")
+def requests_changed(
+    since: Annotated[str, typer.Option("--since", help="Git revision, e.g. origin/main")],
+    output: OutputOpt = "text",
+) -> None:
+    """Request files added or modified since a git revision (one path per line)."""
+    _check_output(output, ("text", "json"))
+    settings = _guard(STATE.settings)
+    folder = str(settings.requests_dir.relative_to(settings.root))
+    paths = _guard(lambda: changed_requests(settings.root, since, folder))
+    shown = [str(p.relative_to(settings.root)) for p in paths]
+    if output == "json":
+        _json(shown)
+    else:
+        for path in shown:
+            typer.echo(path)

@@ -344,18 +344,7 @@ class AnsibleJob:
             shutil.rmtree(self.data_dir / folder, ignore_errors=True)
 
     def _envvars(self) -> dict[str, str]:
-        self.home.mkdir(parents=True, exist_ok=True)
-        bindir = str(self.binary.parent)
-        return {
-            "PATH": os.pathsep.join([bindir, os.environ.get("PATH", os.defpath)]),
-            "ANSIBLE_HOME": str(self.home),
-            "ANSIBLE_PIPELINING": "True",
-            "ANSIBLE_ROLES_PATH": str(self.playbook.parent / "roles"),
-            "ANSIBLE_RETRY_FILES_ENABLED": "False",
-            "ANSIBLE_NOCOLOR": "True",
-            "ANSIBLE_DEPRECATION_WARNINGS": "False",
-            "ANSIBLE_TIMEOUT": "15",
-        }
+        return ansible_env(self.binary, self.playbook, self.home)
 
     # events: progress for the run record, failures and diffs per host
 
@@ -472,6 +461,21 @@ def build_inventory(hosts: Mapping[str, Host], with_password: set[str]) -> dict[
         for group in host.groups:
             groups.setdefault(group.replace("-", "_"), {"hosts": {}})["hosts"][name] = {}
     return {"all": {"hosts": hostvars, "children": groups}}
+
+
+def ansible_env(binary: Path, playbook: Path, home: Path) -> dict[str, str]:
+    """Environment of ``ansible-playbook``: our tools first on PATH, state under ``home``."""
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        "PATH": os.pathsep.join([str(binary.parent), os.environ.get("PATH", os.defpath)]),
+        "ANSIBLE_HOME": str(home),
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_ROLES_PATH": str(playbook.parent / "roles"),
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        "ANSIBLE_TIMEOUT": "15",
+    }
 
 
 def _connection_vars(host: Host) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from secrets import token_urlsafe
 from typing import Any, Protocol, TypeVar, cast
 
 import yaml
@@ -52,6 +53,7 @@ from infra_automation.lab.base import (
 )
 
 DEFAULT_NAME = "lab"
+LAB_SECRETS = ("backup_password",)  # generated once per instance, for the services built on it
 GENERATED_FILE = "lab.yml"
 STATE_FILE = "lab.json"
 LOCK_FILE = "lock"
@@ -65,7 +67,7 @@ COMPONENTS: dict[str, str] = {
     "routers": "infra_automation.lab.routers:Routers",
     "hosts": "infra_automation.lab.hosts:DebianHosts",
 }
-"""The registry of lab components, in start order (``down`` runs in reverse)."""
+"""The registry of lab components (``name -> "module:Class"``); all start and stop in parallel."""
 
 Progress = Callable[[str, str, float], None]
 """Called as ``progress(component, event, seconds)``; event is ``started``/``up``/``failed``."""
@@ -422,6 +424,11 @@ class Lab:
         opts = options or self.options
         return [self.component(n) for n in self.component_names() if enabled(n, opts)]
 
+    def _check_requirements(self) -> None:
+        message = requirements_message(self.requirements())
+        if message:
+            raise LabError(message)
+
     def requirements(self) -> list[Missing]:
         missing = _own_requirements() if self._check_privileges else []
         for comp in self.selected():
@@ -435,6 +442,7 @@ class Lab:
 
         An instance brought up explicitly is *pinned*: no test session's ``release`` stops it.
         """
+        self._check_requirements()  # before the lock: says what is missing, creates nothing
         with self._locked():
             return self._up(progress, pin=True)
 
@@ -460,9 +468,7 @@ class Lab:
         pinned = pin or bool(self._read_state().get("pinned"))
         options = self.options
         comps = self.selected(options)
-        message = requirements_message(self.requirements())
-        if message:
-            raise LabError(message)
+        self._check_requirements()
         ctx = self.context
         ensure_ssh_key(ctx)
         self._prepare_inventory()
@@ -490,6 +496,7 @@ class Lab:
                 f"`infra lab down --name {self.name}` removes it"
             )
         inventory, secrets = merge_fragments([(c.name, frag) for c, frag, _, _ in results])
+        secrets = {**self._lab_secrets(), **secrets}
         self._write_generated(ctx, inventory, secrets)
         timings = {c.name: seconds for c, _, _, seconds in results}
         self._write_state(options, [c.name for c in comps], timings, pinned=pinned)
@@ -576,8 +583,12 @@ class Lab:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.state_dir / LOCK_FILE, "a") as fh:
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            fh = open(self.state_dir / LOCK_FILE, "a")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise LabError(f"cannot use the lab's state dir {self.state_dir}: {exc}") from exc
+        with fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -620,6 +631,14 @@ class Lab:
         source = self._hand_written()
         if self.name != DEFAULT_NAME:
             write_atomic(self.inventory_path / HAND_WRITTEN, source.read_text())
+
+    def _lab_secrets(self) -> dict[str, str]:
+        """Secrets the lab's services use (the backup repository's password), kept across ups."""
+        path = self.generated_dir / SECRETS_FILE
+        old: dict[str, Any] = {}
+        if path.is_file():
+            old = yaml.safe_load(path.read_text()) or {}
+        return {name: str(old.get(name) or token_urlsafe(18)) for name in LAB_SECRETS}
 
     def _write_generated(
         self, ctx: LabContext, inventory: dict[str, Any], secrets: dict[str, str]

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from infra_automation.exceptions import InfraError
-from infra_automation.lab import DEFAULT_NAME, Lab
+from infra_automation.lab import DEFAULT_NAME, Lab, LabOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,11 +51,19 @@ def pytest_runtest_makereport(
 
 @pytest.fixture(scope="session")
 def lab(pytestconfig: pytest.Config) -> Iterator[Lab]:
-    instance = Lab(ROOT, os.environ.get("INFRA_LAB_NAME", DEFAULT_NAME))
+    name = os.environ.get("INFRA_LAB_NAME", DEFAULT_NAME)
     try:
+        running = Lab(ROOT, name).options  # what the last `up` asked for (defaults if none)
+        # The tests need core+edge, debian1..3 and vCenter at least; a bigger lab stays so.
+        options = LabOptions(routers=max(running.routers, 2), hosts=max(running.hosts, 3))
+        instance = Lab(ROOT, name, options)
         lease = instance.acquire(cleanup_on_failure=os.environ.get("INFRA_LAB_KEEP") != "1")
     except InfraError as exc:
-        pytest.fail(f"the lab {instance.name!r} could not start: {exc}", pytrace=False)
+        error: InfraError | None = exc
+    else:
+        error = None
+    if error is not None:  # outside the except: the report shows the reason, not a chain
+        pytest.fail(f"the lab {name!r} could not start: {error}", pytrace=False)
     yield instance
     outcome = instance.release(lease, keep=os.environ.get("INFRA_LAB_KEEP") == "1")
     reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")

@@ -3,18 +3,24 @@ JUnit), runs list/show, resume, the run lock, plugins from INFRA_PLUGINS."""
 
 from __future__ import annotations
 
+import io
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import Result
 from engine_helpers import step, write_request, write_service
+from rich.console import Console
 from typer.testing import CliRunner
 
 from infra_automation import engine as engine_module
 from infra_automation.cli import app
 from infra_automation.config import load_settings
+from infra_automation.engine import Engine
+from infra_automation.progress import LiveProgress, PlainProgress
 from infra_automation.scheduler import ProjectLock
 
 PLUGINS = Path(__file__).parent / "data" / "plugins"
@@ -74,7 +80,7 @@ def test_plan_forms(cli: CliRunner, root: Path) -> None:
     data = json.loads(run(cli, root, "plan", req, "--output", "json").stdout)
     assert data["waves"] == [["a"], ["b"], ["c"]]
     mermaid = run(cli, root, "plan", req, "--output", "mermaid").stdout
-    assert mermaid.startswith("flowchart LR") and "a --> b" in mermaid
+    assert mermaid.startswith("flowchart LR") and "step_a --> step_b" in mermaid
     assert run(cli, root, "plan", req, "--output", "yaml").exit_code == 2
 
 
@@ -205,3 +211,31 @@ def test_sub_apps_are_mounted(cli: CliRunner, root: Path) -> None:
     for name in ("lab", "docs"):
         res = run(cli, root, name, "--help")
         assert res.exit_code == 0, res.output
+
+
+def test_progress_views(engine: Engine, request_for: Callable[..., Any]) -> None:
+    """Plain view: one line per event; live view: steps by department (rendered once)."""
+    plain_out, live_out = io.StringIO(), io.StringIO()
+    plain = PlainProgress(Console(file=plain_out, width=200, color_system=None))
+    live_console = Console(file=live_out, width=200, force_terminal=True, color_system=None)
+    req = request_for(
+        "view",
+        [
+            step("a", department="network"),
+            step("b", "core.fail", needs=["a"], department="os"),
+            step("c", needs=["b"], department="os"),
+        ],
+    )
+    with LiveProgress(live_console) as live:
+        engine.observers[:] = [plain, live]
+        engine.apply(req)
+        table = Console(file=io.StringIO(), width=200, color_system=None)
+        table.print(live)
+    lines = plain_out.getvalue().splitlines()
+    assert lines[0].endswith("view for project shop, 3 steps")
+    assert "[network] a running" in lines and "[os] b failed" in "\n".join(lines)
+    assert "[os] c skipped: dependency 'b' failed" in lines
+    assert lines[-1].endswith(": failed")
+    rendered = table.file.getvalue()  # type: ignore[attr-defined]
+    assert "network" in rendered and "1/1" in rendered and "2/2" in rendered
+    assert "failed" in live_out.getvalue()  # failures are printed above the live table

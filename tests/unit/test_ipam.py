@@ -154,10 +154,13 @@ def test_parallel_runs_never_share_a_vlan_or_subnet(inventory, tmp_path: Path):
     results: dict[str, object] = {}
     barrier = threading.Barrier(len(projects))
 
+    # one engine each, as separate runs have (opened one after the other: creating the
+    # run record's tables is not what this test is about)
+    engines = {p: open_database(url) for p in projects}
+
     def worker(name: str) -> None:
-        engine = open_database(url)  # own engine and connection, as separate runs have
-        barrier.wait()
-        results[name] = allocate(inventory, engine, name)
+        barrier.wait(timeout=30)
+        results[name] = allocate(inventory, engines[name], name)
 
     threads = [threading.Thread(target=worker, args=(p,)) for p in projects]
     for t in threads:
@@ -173,6 +176,7 @@ def test_parallel_runs_never_share_a_vlan_or_subnet(inventory, tmp_path: Path):
 def test_the_database_refuses_duplicates_even_without_the_allocator(engine):
     from infra_automation.departments.ipam import allocations
 
+    Ipam(engine)  # creates the tables
     row = {"pool": "default", "run_id": "", "allocated_at": "now"}
     with engine.begin() as conn:
         conn.execute(

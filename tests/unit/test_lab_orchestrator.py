@@ -247,7 +247,11 @@ def test_up_writes_generated_inventory_and_secrets(root: Path) -> None:
     data = yaml.safe_load((gen / "lab.yml").read_text())
     assert data["vcenter"] == {"host": "127.0.0.1", "port": 8989}
     assert data["hosts"]["core"]["ssh_key_file"] == str(lab.context.ssh_key)
-    assert yaml.safe_load((gen / "secrets.yml").read_text()) == {"vcenter_password": "s3cret-pass"}
+    secrets = yaml.safe_load((gen / "secrets.yml").read_text())
+    assert secrets["vcenter_password"] == "s3cret-pass"
+    assert len(secrets["backup_password"]) >= 16  # the lab's own secret, made once
+    lab.up()  # kept across ups
+    assert yaml.safe_load((gen / "secrets.yml").read_text()) == secrets
     assert stat.S_IMODE((gen / "secrets.yml").stat().st_mode) == 0o600
     assert "s3cret-pass" not in (gen / "lab.yml").read_text()
     assert set(report.timings) == {"vcenter", "routers", "hosts"}

@@ -212,8 +212,8 @@ def test_json_and_mermaid(plan_of: MakePlan) -> None:
     assert data["request"]["project"] == "shop"
     mermaid = plan.to_mermaid()
     assert mermaid.startswith("flowchart LR\n")
-    assert '  subgraph dept_network["network"]\n    a["a<br/>core.noop"]\n  end' in mermaid
-    assert "  a --> b\n" in mermaid
+    assert '  subgraph dept_network["network"]\n    step_a["a<br/>core.noop"]\n  end' in mermaid
+    assert "  step_a --> step_b\n" in mermaid
 
 
 def test_planning_a_big_plan_is_linear(plan_of: MakePlan) -> None:
