@@ -103,26 +103,24 @@ def removal_commands(remove: str, remaining: str) -> list[str]:
     (``router bgp 1`` / ``address-family ipv4 unicast`` / ``no network ...``).
     """
     gone = parse(remove)
-    keep = parse(remaining)
-    keep_paths = _headers(keep) | {(k.command,) for k in keep if not k.parents}
-    whole = {
-        (item.command,)
-        for item in gone
-        if not item.parents and (item.command,) in _headers(gone)
-        if (item.command,) not in keep_paths
-    }
-    commands: list[str] = [f"no {path[0]}" for path in sorted(whole)]
     gone_headers = _headers(gone)
+    keep = parse(remaining)
+    kept = _headers(keep) | {(k.command,) for k in keep if not k.parents}
+    whole = sorted(
+        (i.command,) for i in gone if (i.command,) in gone_headers - kept and not i.parents
+    )
+    commands = [negate(path[0]) for path in whole]
     for item in gone:
         path = (*item.parents, item.command)
-        if item.parents and item.parents[:1] in whole:
-            continue
-        if not item.parents and path in whole:
-            continue
-        if path in gone_headers:
-            continue  # a block header: its leaves are negated one by one
-        commands += [*item.parents, f"no {item.command}", *(["exit"] * len(item.parents))]
+        if path[:1] in whole or path in gone_headers:
+            continue  # removed with its block, or a header whose leaves are negated
+        commands += [*item.parents, negate(item.command), *(["exit"] * len(item.parents))]
     return commands
+
+
+def negate(command: str) -> str:
+    """``no x`` for ``x``; ``x`` for ``no x`` (a default turned off is turned back on)."""
+    return command[3:] if command.startswith("no ") else f"no {command}"
 
 
 def add_commands(add: str) -> list[str]:
@@ -181,9 +179,10 @@ def send_config(task: Task, commands: Sequence[str]) -> str:
         return str(
             conn.send_config_set(list(commands), error_pattern=ERROR_PATTERN, read_timeout=60)
         )
-    finally:
+    except Exception:
         if conn.check_config_mode():  # a rejected line leaves us in config mode
             conn.exit_config_mode()
+        raise
 
 
 def save(task: Task) -> str:
@@ -371,11 +370,9 @@ def _change(
             save(task)
     except Exception as exc:  # any failure: restore the snapshot, then report both
         outcome.update(changed=False, error=f"{stage} failed: {_message(exc)}")
-        try:
+        try:  # the saved config was not written (or not completely): no save after this
             restore(task, before)
             outcome["rolled_back"] = True
-            if stage == "save":
-                save(task)
         except Exception as rollback_exc:
             outcome["error"] += f"; ROLLBACK FAILED: {_message(rollback_exc)}"
         outcome["lines_present"] = not present_after

@@ -75,6 +75,8 @@ class Allocation(BaseModel):
 class ReleaseParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    pool: Name | None = Field(default=None, description="refuse if the allocation is elsewhere")
+
 
 class ReleaseOutputs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -134,9 +136,10 @@ class Ipam:
             f"ipam: could not allocate for project {project!r} after {ATTEMPTS} attempts: {last}"
         )
 
-    def release(self, project: str) -> Row | None:
+    def release(self, project: str, pool: str | None = None) -> Row | None:
         with self.engine.begin() as conn:
             row = _find(conn, project)
+            _check_pool(row, pool)
             if row is not None:
                 conn.execute(allocations.delete().where(allocations.c.project == project))
             return row
@@ -377,23 +380,35 @@ class ReleaseExecutor:
 
     def preview(self, ctx: StepContext) -> StepResult:
         try:
-            row = _release_setup(ctx).find(ctx.project)
+            ipam, pool = _release_setup(ctx)
+            row = ipam.find(ctx.project)
+            _check_pool(row, pool)
         except (ConfigurationError, sa.exc.SQLAlchemyError) as exc:
             return StepResult.failure(str(exc))
         return _released(row)
 
     def apply(self, ctx: StepContext) -> StepResult:
         try:
-            row = _release_setup(ctx).release(ctx.project)
+            ipam, pool = _release_setup(ctx)
+            row = ipam.release(ctx.project, pool)
         except (ConfigurationError, sa.exc.SQLAlchemyError) as exc:
             return StepResult.failure(str(exc))
         return _released(row)
 
 
-def _release_setup(ctx: StepContext) -> Ipam:
+def _release_setup(ctx: StepContext) -> tuple[Ipam, str | None]:
+    params = ReleaseParams.model_validate(ctx.params.model_dump())
     if ctx.db is None:
         raise ConfigurationError("ipam: no database: the run record's engine is required")
-    return Ipam(ctx.db)
+    return Ipam(ctx.db), params.pool
+
+
+def _check_pool(row: Row | None, pool: str | None) -> None:
+    if row is not None and pool is not None and row.pool != pool:
+        raise ConfigurationError(
+            f"ipam: pool: project {row.project!r} has its allocation in pool {row.pool!r}, "
+            f"not {pool!r}"
+        )
 
 
 def _released(row: Row | None) -> StepResult:

@@ -148,6 +148,9 @@ class Routers:
 
     def up(self, ctx: LabContext) -> Fragment:
         specs = self.specs(ctx)
+        for name in set(self._known(ctx)) - {s.name for s in specs}:
+            if error := self._remove(ctx, name):  # fewer routers asked for than last time
+                raise LabError(f"router {name}: {error}")
         _ensure_key(ctx.ssh_key)
         host_key = _ensure_host_key(ctx.dir("routers"))
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)

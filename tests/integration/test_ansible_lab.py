@@ -32,7 +32,7 @@ PROJECT = "ostest"
 RUN = f"t{uuid.uuid4().hex[:8]}"
 TITLE = f"ostest {RUN}"  # new in every session: the first apply must change the page
 WEB_VARS = {"web_site_title": TITLE, "web_php_version": "8.2"}  # as the catalog passes them
-BACKUP_SECRET = f"backup-pw-{uuid.uuid4().hex}"
+BACKUP_SECRET = "ostest-backup-pw-7f3a9c"  # fixed: the project's repository outlives a session
 
 
 @pytest.fixture(scope="module")
@@ -291,13 +291,14 @@ def test_backup_agent_is_scheduled_and_its_secret_never_leaks(
     facts = result.outputs["hosts"]["debian3"]
     assert facts["facts"]["snapshots"] >= 1
     assert facts["services"] == {"cron": "running"}
-    listed = ssh(host, "RESTIC_PASSWORD_FILE=/etc/restic/password restic -r /var/backups/restic "
-                       "snapshots --json")  # fmt: skip
+    listed = ssh(host, "RESTIC_PASSWORD_FILE=/etc/restic/ostest.password "
+                       "restic -r /var/backups/restic/ostest snapshots --json")  # fmt: skip
     assert len(json.loads(listed.stdout)) == facts["facts"]["snapshots"]
-    assert "/usr/local/sbin/infra-backup" in ssh(host, "cat /etc/cron.d/infra-backup").stdout
-    assert ssh(host, "stat -c %a /etc/restic/password").stdout.strip() == "600"
+    cron = ssh(host, "cat /etc/cron.d/infra-backup-ostest").stdout
+    assert "30 2 * * * root /usr/local/sbin/infra-backup-ostest" in cron
+    assert ssh(host, "stat -c %a /etc/restic/ostest.password").stdout.strip() == "600"
     # the secret reached the host, and nowhere else: not the result, the events, the files
-    assert ssh(host, "cat /etc/restic/password").stdout.strip() == BACKUP_SECRET
+    assert ssh(host, "cat /etc/restic/ostest.password").stdout.strip() == BACKUP_SECRET
     assert BACKUP_SECRET not in repr(result)
     assert BACKUP_SECRET not in repr(steps.events)
     data_dir = root / ".infra" / "ansible" / RUN / f"step{steps.count}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,26 @@ def test_a_rejected_line_fails_and_restores_the_running_config(
     assert "frobnicate" in (target.error or "")
     assert _device(result, "core")["rolled_back"] is True
     assert config_lines(running(routers, "core")) == config_lines(before)
+
+
+def test_a_failed_save_fails_the_step_and_restores_the_running_config(
+    project: Project, routers: tuple[Routers, Any]
+):
+    component, ctx = routers
+    saved = component.paths(ctx, "core").etc / "frr.conf"
+    before = running(routers, "core")
+    saved_text = saved.read_text()
+    subprocess.run(["chattr", "+i", str(saved)], check=True)  # write memory cannot replace it
+    try:
+        result = project.configure(devices=["core"])
+    finally:
+        subprocess.run(["chattr", "-i", str(saved)], check=True)
+    assert result.status is Status.FAILED
+    error = result.targets[0].error or ""
+    assert error.startswith("save failed") and "Operation not permitted" in error
+    assert _device(result, "core")["rolled_back"] is True
+    assert config_lines(running(routers, "core")) == config_lines(before)
+    assert saved.read_text() == saved_text
 
 
 def test_a_stopped_router_fails_its_part_while_the_other_completes(

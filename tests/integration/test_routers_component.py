@@ -5,6 +5,7 @@ Uses its own lab instance ("rtest", 3 routers) so the shared lab is untouched.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -129,6 +130,17 @@ def test_stop_and_start_router_keeps_port_and_config(
     assert all(h.healthy for h in routers.status(ctx))
     summary = json.loads(routers.vtysh(ctx, "edge", "show bgp summary json"))
     assert summary["ipv4Unicast"]["as"] == 65002
+
+
+def test_asking_for_fewer_routers_removes_the_extra_ones(
+    rtest: tuple[Routers, LabContext, Fragment],
+):
+    routers, ctx, _ = rtest
+    smaller = dataclasses.replace(ctx, options=LabOptions(routers=2))
+    fragment = routers.up(smaller)
+    assert set(fragment.inventory["hosts"]) == {"core", "edge"}
+    assert "rtest-r003" not in _netns()
+    assert {"rtest-core", "rtest-edge"} <= _netns()
 
 
 def test_down_removes_everything() -> None:

@@ -208,6 +208,23 @@ def test_release_frees_the_allocation(inventory, engine):
     assert allocate(inventory, engine, "blog").outputs["vlan_id"] == 100  # reused
 
 
+def test_release_refuses_another_pool(inventory, engine):
+    allocate(inventory, engine, "shop")
+    release_ctx = StepContext(
+        run_id="r",
+        project="shop",
+        step_id="s",
+        department="network",
+        params=ReleaseParams(pool="small"),
+        inventory=inventory,
+        db=engine,
+    )
+    for result in (ReleaseExecutor().preview(release_ctx), ReleaseExecutor().apply(release_ctx)):
+        assert result.status is Status.FAILED
+        assert "in pool 'default', not 'small'" in (result.error or "")
+    assert Ipam(engine).find("shop") is not None
+
+
 @pytest.mark.parametrize(
     "bad", ["x\ny", "end\n", "a!b", "{{ 1 }}", "{% x %}", "Default", "pool name"]
 )

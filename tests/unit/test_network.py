@@ -201,6 +201,19 @@ def test_removal_deletes_owned_blocks_and_negates_shared_leaves(tasks: ModuleTyp
     assert commands[i + 1 : i + 3] == ["exit", "exit"]
 
 
+def test_negating_a_no_line_restores_the_default(tasks: ModuleType):
+    running = RUNNING.replace(
+        " neighbor 10.255.0.2 remote-as 65002\n",
+        " no bgp ebgp-requires-policy\n neighbor 10.255.0.2 remote-as 65002\n",
+    )
+    added = tasks.missing(running, RUNNING)
+    assert tasks.removal_commands(added, RUNNING) == [
+        "router bgp 65001",
+        "bgp ebgp-requires-policy",
+        "exit",
+    ]
+
+
 def test_rollback_commands_restore_lines_that_went_missing(tasks: ModuleType):
     damaged = RUNNING.replace(" bgp router-id 10.255.0.1\n", "")
     assert tasks.add_commands(tasks.missing(RUNNING, damaged)) == [
