@@ -302,6 +302,7 @@ class ConfigureExecutor:
         extra="network",
     )
     task_name = "apply_config"
+    expect_learned = True  # edge routers should learn the subnet: wait for BGP
 
     def preview(self, ctx: StepContext) -> StepResult:
         return self._run(ctx, check=True)
@@ -313,9 +314,9 @@ class ConfigureExecutor:
         try:
             plan = make_plan(ctx)
             tasks = load_tasks(ctx.root)
+            handle = run_nornir(ctx, plan.devices)
         except (ConfigurationError, RenderError) as exc:
             return StepResult.failure(str(exc))
-        handle = run_nornir(ctx, plan.devices)
         with handle.lock:
             nornir = handle.nornir.filter(filter_func=lambda h: h.name in plan.devices)
             handle.nornir.data.reset_failed_hosts()
@@ -337,13 +338,13 @@ class ConfigureExecutor:
         results: Any,
         check: bool,
     ) -> dict[str, bool]:
-        """Edge devices: is the subnet in their BGP table? (waits when we just originated it)."""
+        """Edge devices: is the subnet in their BGP table? Waits up to ``bgp_wait`` when a
+        router of this step originates it (returns at once when already learned)."""
         edges = [d for d in plan.devices if plan.roles[d] in LEARN_ROLES and not results[d].failed]
         if not edges:
             return {}
         originated = any(
-            plan.roles[d] in ORIGIN_ROLES and not results[d].failed and results[d][0].changed
-            for d in plan.devices
+            plan.roles[d] in ORIGIN_ROLES and not results[d].failed for d in plan.devices
         )
         wait = plan.params.bgp_wait if self.expect_learned and originated and not check else 0.0
         checked = nornir.filter(filter_func=lambda h: h.name in edges).run(
@@ -353,8 +354,6 @@ class ConfigureExecutor:
             wait=wait,
         )
         return {d: bool(checked[d][0].result) for d in edges if not checked[d].failed}
-
-    expect_learned = True
 
     def _result(
         self, ctx: StepContext, plan: Plan, results: Any, learned: Mapping[str, bool]

@@ -1,0 +1,30 @@
+"""A throwaway project root for landscape runs against the shared lab.
+
+The content (catalog, templates, playbooks, tasks) is the repository's own, linked in; the
+run record, IPAM allocations and generated docs live in the temporary root, so a test or a
+benchmark never writes into the checkout. The inventory is the running lab's.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTENT = ("catalog", "templates", "playbooks", "tasks", "requests")
+
+
+def make_root(base: Path, inventory: Path) -> Path:
+    base.mkdir(parents=True, exist_ok=True)
+    for name in CONTENT:
+        (base / name).symlink_to(ROOT / name, target_is_directory=True)
+    (base / "mkdocs.yml").write_text((ROOT / "mkdocs.yml").read_text())
+    shutil.copytree(ROOT / "docs", base / "docs", ignore=shutil.ignore_patterns("projects"))
+    (base / "infra.toml").write_text(f'inventory = "{inventory}"\n')
+    return base
+
+
+def write_request(root: Path, name: str, body: str) -> Path:
+    path = root / f"{name}.yml"
+    path.write_text(body)
+    return path
