@@ -126,10 +126,21 @@ def open_database(url: str) -> Engine:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
-        metadata.create_all(engine)
+        _create_tables(engine)
     except sa.exc.SQLAlchemyError as exc:
         raise ConfigurationError(f"cannot open the run record {url!r}: {exc}") from exc
     return engine
+
+
+def _create_tables(engine: Engine, attempts: int = 5) -> None:
+    """create_all, tolerating another process or thread creating the same tables meanwhile."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except sa.exc.OperationalError as exc:
+            if "already exists" not in str(exc) or attempt == attempts - 1:
+                raise
 
 
 def _engine_args(url: str) -> dict[str, Any]:

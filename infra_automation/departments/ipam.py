@@ -369,6 +369,34 @@ class AllocateExecutor:
         return StepResult.success(changed=created, diff=diff, outputs=out.model_dump(mode="json"))
 
 
+class LookupExecutor:
+    """The project's existing allocation (decommission reads it; nothing is allocated)."""
+
+    info = ExecutorInfo(
+        key="ipam.lookup",
+        department="network",
+        description="Read the project's VLAN id and subnet; fails if it has none.",
+        params=ReleaseParams,
+        outputs=Allocation,
+    )
+
+    def preview(self, ctx: StepContext) -> StepResult:
+        return self.apply(ctx)
+
+    def apply(self, ctx: StepContext) -> StepResult:
+        try:
+            ipam, pool = _release_setup(ctx)
+            row = ipam.find(ctx.project)
+            _check_pool(row, pool)
+        except (ConfigurationError, sa.exc.SQLAlchemyError) as exc:
+            return StepResult.failure(str(exc))
+        if row is None:
+            return StepResult.failure(
+                f"ipam: project {ctx.project!r} has no allocation (never built, or released)"
+            )
+        return StepResult.success(outputs=describe(row, 0).model_dump(mode="json"))
+
+
 class ReleaseExecutor:
     info = ExecutorInfo(
         key="ipam.release",

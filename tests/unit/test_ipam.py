@@ -14,6 +14,7 @@ from infra_automation.departments.ipam import (
     AllocateParams,
     Allocation,
     Ipam,
+    LookupExecutor,
     ReleaseExecutor,
     ReleaseParams,
 )
@@ -238,3 +239,23 @@ def test_bad_pool_definition_is_a_clear_error(engine):
     bad = IpamPool(vlan_min=100, vlan_max=110, supernet="10.20.0.0/24", prefix_length=16)
     with pytest.raises(ConfigurationError, match="larger than the supernet"):
         Ipam(engine).plan("shop", "bad", bad, AllocateParams())
+
+
+def test_lookup_reads_the_allocation_and_never_allocates(inventory, engine):
+    lookup_ctx = StepContext(
+        run_id="r",
+        project="shop",
+        step_id="s",
+        department="network",
+        params=ReleaseParams(),
+        inventory=inventory,
+        db=engine,
+    )
+    missing = LookupExecutor().apply(lookup_ctx)
+    assert missing.failed and "no allocation" in (missing.error or "")
+    assert Ipam(engine).find("shop") is None  # nothing was allocated by looking
+    first = allocate(inventory, engine, "shop", hosts=2)
+    found = LookupExecutor().apply(lookup_ctx)
+    assert not found.changed
+    for key in ("vlan_id", "subnet", "gateway", "prefix_length"):
+        assert found.outputs[key] == first.outputs[key]

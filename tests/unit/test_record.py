@@ -145,3 +145,25 @@ def test_invalid_settings_file(tmp_path: Path) -> None:
     (tmp_path / "infra.toml").write_text("parallel = [\n")
     with pytest.raises(ConfigurationError, match="not valid TOML"):
         load_settings(tmp_path, env={})
+
+
+def test_many_threads_open_a_new_database_at_once(tmp_path: Path) -> None:
+    import threading
+
+    from infra_automation.record import open_database
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    errors: list[Exception] = []
+
+    def open_one() -> None:
+        try:
+            open_database(url).dispose()
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
