@@ -152,9 +152,12 @@ class Inventory:
         except KeyError:
             raise ConfigurationError(f"inventory {self.name!r} has no host {name!r}") from None
 
-    def bind_host(self, vm_name: str, address: str | None = None) -> Host:
-        """Connection details for a host created at run time (a VM), via the binding."""
-        return self.binder().bind(vm_name, address)
+    def bind_host(self, vm_name: str, address: str | None = None, *, dry_run: bool = False) -> Host:
+        """Connection details for a host created at run time (a VM), via the binding.
+
+        ``dry_run`` (check mode): answer what the binding would be, remember nothing.
+        """
+        return self.binder().bind(vm_name, address, dry_run=dry_run)
 
     def release_host(self, vm_name: str) -> None:
         self.binder().release(vm_name)
@@ -188,7 +191,7 @@ class Inventory:
 
 
 class HostBinder(Protocol):
-    def bind(self, vm_name: str, address: str | None) -> Host: ...
+    def bind(self, vm_name: str, address: str | None, *, dry_run: bool = False) -> Host: ...
 
     def release(self, vm_name: str) -> None: ...
 
@@ -202,7 +205,7 @@ class StaticBinder:
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory
 
-    def bind(self, vm_name: str, address: str | None) -> Host:
+    def bind(self, vm_name: str, address: str | None, *, dry_run: bool = False) -> Host:
         if not address:
             raise ConfigurationError(f"VM {vm_name!r} has no address to connect to")
         defaults = self.inventory.spec.host_binding.defaults
@@ -228,8 +231,8 @@ class PoolBinder:
         base = inventory.generated_dir or Path.cwd()
         self.file = base / "bindings.json"
 
-    def bind(self, vm_name: str, address: str | None) -> Host:
-        with self._locked() as table:
+    def bind(self, vm_name: str, address: str | None, *, dry_run: bool = False) -> Host:
+        with self._locked(write=not dry_run) as table:
             if vm_name not in table:
                 taken = set(table.values())
                 free = [h for h in self.inventory.select(group=self.group) if h not in taken]
@@ -247,7 +250,7 @@ class PoolBinder:
             table.pop(vm_name, None)
 
     @contextmanager
-    def _locked(self) -> Iterator[dict[str, str]]:
+    def _locked(self, *, write: bool = True) -> Iterator[dict[str, str]]:
         self.file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.file.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -255,6 +258,8 @@ class PoolBinder:
             if self.file.exists():
                 table = json.loads(self.file.read_text() or "{}")
             yield table
+            if not write:
+                return
             tmp = self.file.with_suffix(".tmp")
             tmp.write_text(json.dumps(table, indent=2, sort_keys=True))
             tmp.replace(self.file)

@@ -216,7 +216,7 @@ def resolve_targets(
             hosts[name] = ctx.inventory.hosts[name]
             continue
         try:
-            hosts[name] = ctx.inventory.bind_host(name, addresses.get(name))
+            hosts[name] = ctx.inventory.bind_host(name, addresses.get(name), dry_run=check)
         except ConfigurationError:
             if not check:
                 raise

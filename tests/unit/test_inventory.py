@@ -1,0 +1,87 @@
+"""The shared inventory: hand-written + generated files, selection, host bindings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from infra_automation.exceptions import ConfigurationError
+from infra_automation.inventory import load_inventory
+
+HAND = """\
+name: t
+defaults: {username: root}
+groups:
+  routers: {platform: cisco_ios, data: {department: network}}
+  pool: {}
+hosts:
+  core: {groups: [routers], data: {asn: 65001}}
+  h1: {groups: [pool]}
+  h2: {groups: [pool]}
+host_binding: {kind: pool, group: pool}
+"""
+GENERATED = """\
+hosts:
+  core: {hostname: 127.0.0.1, port: 2201}
+  h1: {hostname: 127.0.0.1, port: 2301}
+  h2: {hostname: 127.0.0.1, port: 2302}
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "inventory.yml").write_text(HAND)
+    (tmp_path / "generated").mkdir()
+    (tmp_path / "generated" / "lab.yml").write_text(GENERATED)
+    (tmp_path / "generated" / "secrets.yml").write_text("vcenter_password: not-in-hosts\n")
+    return tmp_path
+
+
+def test_generated_details_merge_over_hand_written_data(folder: Path) -> None:
+    inv = load_inventory(folder)
+    core = inv.host("core")
+    assert (core.hostname, core.port, core.username, core.platform) == (
+        "127.0.0.1", 2201, "root", "cisco_ios",
+    )  # fmt: skip
+    assert core.data == {"department": "network", "asn": 65001}
+    assert inv.select(group="pool") == ["h1", "h2"]
+    assert inv.secrets.get("vcenter_password") == "not-in-hosts"
+
+
+def test_unknown_group_or_host_is_a_clear_error(folder: Path) -> None:
+    inv = load_inventory(folder)
+    with pytest.raises(ConfigurationError, match="no group 'nope'"):
+        inv.select(group="nope")
+    with pytest.raises(ConfigurationError, match="no host 'ghost'"):
+        inv.select(hosts=["ghost"])
+
+
+def test_pool_binding_is_stable_dry_run_leaves_no_trace_release_frees(folder: Path) -> None:
+    inv = load_inventory(folder)
+    bindings = folder / "generated" / "bindings.json"
+    preview = inv.bind_host("shop-web-01", "10.20.0.11", dry_run=True)
+    assert preview.port == 2301 and not bindings.exists()
+    first = inv.bind_host("shop-web-01", "10.20.0.11")
+    assert (first.name, first.port, first.data["bound_to"]) == ("shop-web-01", 2301, "h1")
+    assert inv.bind_host("shop-web-01").port == 2301  # the same VM, the same host
+    assert inv.bind_host("shop-web-02").port == 2302
+    with pytest.raises(ConfigurationError, match="no free host"):
+        inv.bind_host("shop-web-03")
+    inv.release_host("shop-web-01")
+    assert json.loads(bindings.read_text()) == {"shop-web-02": "h2"}
+
+
+def test_static_binding_uses_the_vm_address(folder: Path) -> None:
+    (folder / "inventory.yml").write_text(HAND.replace("kind: pool, group: pool", "kind: static"))
+    inv = load_inventory(folder)
+    assert inv.bind_host("vm1", "192.0.2.10").hostname == "192.0.2.10"
+    with pytest.raises(ConfigurationError, match="no address"):
+        inv.bind_host("vm1", None)
+
+
+def test_invalid_inventory_names_the_field(folder: Path) -> None:
+    (folder / "inventory.yml").write_text("hosts:\n  core: {prot: 22}\n")
+    with pytest.raises(ConfigurationError, match=r"hosts\.core\.prot"):
+        load_inventory(folder)
