@@ -27,7 +27,7 @@ from infra_automation.record import RunRecord
 from infra_automation.request import Request
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from landscape_root import make_root  # noqa: E402 - shared with the end-to-end test
+from landscape_root import make_root
 
 PROJECT = "benchland"
 

@@ -9,11 +9,13 @@ VENV=${VENV:-.venv}
 export PATH="$PWD/$VENV/bin:$PATH"
 export ANSIBLE_HOME="$PWD/.infra/ansible-home"
 
-echo "==> ruff";         ruff check . && ruff format --check .
-echo "==> mypy --strict"; mypy
-if [[ -d playbooks ]] && ls playbooks/*.yml >/dev/null 2>&1; then
-  echo "==> ansible-lint"; (cd playbooks && ansible-lint --profile production .)
-fi
+echo "==> ruff"
+ruff check .
+ruff format --check .
+echo "==> mypy --strict"
+mypy
+echo "==> ansible-lint (production profile)"
+ansible-lint -q
 echo "==> pytest"
 set +e
 pytest -p no:cacheprovider "$@"
@@ -23,5 +25,8 @@ if [[ $rc -eq 5 ]]; then
   echo "pytest collected no tests: that is a failure for this project" >&2
   exit 1
 fi
-[[ $rc -eq 0 ]] || exit $rc
-echo "==> mkdocs build --strict"; mkdocs build --strict -q -d .infra/site
+if [[ $rc -ne 0 ]]; then
+  exit "$rc"
+fi
+echo "==> mkdocs build --strict"
+mkdocs build --strict -d .infra/site

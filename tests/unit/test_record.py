@@ -158,7 +158,7 @@ def test_many_threads_open_a_new_database_at_once(tmp_path: Path) -> None:
     def open_one() -> None:
         try:
             open_database(url).dispose()
-        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=open_one) for _ in range(8)]
