@@ -227,3 +227,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def ssh_banner(port: int, timeout: float = 2.0) -> bool:
+    """True when an SSH server answers with its banner on 127.0.0.1:port."""
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def ensure_ssh_key(key: Path, comment: str = "infra-lab") -> Path:
+    """An ed25519 key pair at ``key`` (+ ``.pub``), made once; returns the public key's path."""
+    pub = key.with_name(key.name + ".pub")
+    if not key.is_file() or not pub.is_file():
+        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key.unlink(missing_ok=True)
+        pub.unlink(missing_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)])
+    return pub

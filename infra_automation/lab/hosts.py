@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +36,9 @@ from infra_automation.lab.base import (
     Health,
     LabContext,
     Missing,
+    ensure_ssh_key,
     run,
+    ssh_banner,
     wait_for,
     which,
 )
@@ -282,23 +283,7 @@ def _port(ctx: LabContext, cname: str, inner: int) -> int:
 
 def ensure_key(key: Path) -> Path:
     """The lab's key pair (the orchestrator makes it; made here for standalone use)."""
-    pub = key.with_name(key.name + ".pub")
-    if not key.is_file() or not pub.is_file():
-        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key.unlink(missing_ok=True)
-        pub.unlink(missing_ok=True)
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "infra-lab", "-f", str(key)])
-    return pub
-
-
-def ssh_banner(port: int, timeout: float = 2.0) -> bool:
-    """True when an SSH server answers with its banner on 127.0.0.1:port."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            return sock.recv(64).startswith(b"SSH-")
-    except OSError:
-        return False
+    return ensure_ssh_key(key)
 
 
 def _wait_ssh(host: str, port: int) -> None:

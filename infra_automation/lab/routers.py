@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,11 +36,13 @@ from infra_automation.lab.base import (
     Health,
     LabContext,
     Missing,
+    ensure_ssh_key,
     free_port,
     pid_alive,
     read_pid,
     run,
     spawn,
+    ssh_banner,
     stop_pidfile,
     wait_for,
     which,
@@ -489,12 +490,7 @@ def _sshd_config(ctx: LabContext, paths: RouterPaths, host_key: Path, port: int)
 
 def _ensure_key(key: Path) -> None:
     """The lab's client key pair (the orchestrator normally creates it first)."""
-    if key.exists() and key.with_suffix(".pub").exists():
-        return
-    key.parent.mkdir(parents=True, exist_ok=True)
-    key.unlink(missing_ok=True)
-    key.with_suffix(".pub").unlink(missing_ok=True)
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "infra-lab", "-f", str(key)])
+    ensure_ssh_key(key)
 
 
 def _ensure_host_key(folder: Path) -> Path:
@@ -526,11 +522,4 @@ def _wait_sshd(port: int, pid: int) -> None:
         wait_for(lambda: _ssh_answers(port) or not pid_alive(pid), timeout=10, what="sshd")
 
 
-def _ssh_answers(port: int, timeout: float = 2.0) -> bool:
-    """True when something on 127.0.0.1:port greets with an SSH banner."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            return sock.recv(64).startswith(b"SSH-")
-    except OSError:
-        return False
+_ssh_answers = ssh_banner

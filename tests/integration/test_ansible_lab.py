@@ -184,8 +184,8 @@ def test_check_mode_changes_nothing_and_returns_the_diff(
     assert result.changed
     assert result.outputs["check"] is True
     assert "TASK [Render the landing page]" in result.diff
-    assert f"-$project = '{TITLE}';" in result.diff
-    assert "+$project = 'Preview Only';" in result.diff
+    assert f"-$title = '{TITLE}';" in result.diff
+    assert "+$title = 'Preview Only';" in result.diff
     assert ssh(host, f"md5sum /var/www/{PROJECT}/index.php").stdout == before
     assert f"<h1>{TITLE}</h1>" in fetch(page_url(host))
 
