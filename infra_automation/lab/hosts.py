@@ -154,8 +154,9 @@ class DebianHosts:
     ) -> HostPorts:
         cname = container_name(ctx, host)
         state = _inspect(ctx, cname)
-        if state is not None and state.get("ImageName") != image:
-            podman(ctx, "rm", "--force", "--time", "2", cname)  # built from an older recipe
+        if state is not None and _stale(state, image, pub):
+            # built from an older recipe, or left by a lab of another checkout (its key)
+            podman(ctx, "rm", "--force", "--time", "2", cname)
             state = None
         if state is None:
             podman(
@@ -185,6 +186,12 @@ class DebianHosts:
         ports = read_ports(ctx, cname)
         ok, detail = ssh_login(ctx.ssh_key, ports.ssh)
         return Health(target, ok, f"ssh 127.0.0.1:{ports.ssh} " + detail)
+
+
+def _stale(state: dict[str, Any], image: str, pub: Path) -> bool:
+    """A container of this name that this lab cannot reuse as it is."""
+    sources = {str(m.get("Source")) for m in state.get("Mounts") or [] if isinstance(m, dict)}
+    return state.get("ImageName") != image or str(pub) not in sources
 
 
 # --- names and inventory --------------------------------------------------------------------
