@@ -17,6 +17,6 @@ echo "==> infra apply $REQUEST"
 infra apply "$REQUEST"
 echo
 project=$(sed -n 's/^project: *//p' "$REQUEST")
-echo "Documentation: docs/projects/$project/index.md (site: .infra/site/index.html)"
+echo "Documentation: docs/projects/$project/index.md (HTML site: site/index.html)"
 echo "Run record:    infra runs list --project $project"
 echo "Remove it:     infra apply requests/example-decommission.yml ; infra lab down"
