@@ -63,6 +63,48 @@ def inventory(lab: Lab) -> Inventory:
     return load_inventory(lab.inventory_path)
 
 
+def running_configs(inventory: Inventory) -> dict[str, str]:
+    from netmiko import ConnectHandler
+
+    configs = {}
+    for name in ("core", "edge"):
+        host = inventory.host(name)
+        conn = ConnectHandler(
+            device_type="cisco_ios", host=host.hostname, port=host.port, username=host.username,
+            key_file=host.ssh_key_file, use_keys=True, allow_agent=False, timeout=30,
+        )  # fmt: skip
+        try:
+            configs[name] = conn.send_command("show running-config")
+        finally:
+            conn.disconnect()
+    return configs
+
+
+def test_one_dry_run_across_network_vmware_and_os_changes_nothing(
+    root: Path, inventory: Inventory, lab: Lab
+) -> None:
+    """Runs first (file order): the dry run of a landscape that does not exist yet."""
+    request = write_request(root, "request", REQUEST)
+    before = running_configs(inventory)
+    run = infra(root, "apply", str(request), "--check", "--output", "json")
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    result = json.loads(run.stdout)
+    assert result["check"] is True and result["status"] == "success"
+    steps = result["steps"]
+    would_change = [sid for sid, s in steps.items() if s["changed"]]
+    assert set(would_change) >= {"ipam", "network", "vm_folder", "portgroup", "vms", "web"}
+    subnet = steps["ipam"]["outputs"]["subnet"]
+    assert subnet in steps["network"]["diff"]  # the routers' config diff names the subnet
+    assert steps["vms"]["outputs"]["names"] == [f"{PROJECT}-web-01", f"{PROJECT}-web-02"]
+    assert "nginx" in steps["web"]["diff"] or "index.php" in steps["web"]["diff"]
+    # ... and nothing changed anywhere
+    assert running_configs(inventory) == before
+    assert vcenter_vms(inventory) == {}
+    bindings = lab.inventory_path / "generated" / "bindings.json"
+    if bindings.exists():
+        assert not any(k.startswith(PROJECT) for k in json.loads(bindings.read_text()))
+
+
 @pytest.fixture(scope="module")
 def applied(root: Path) -> dict[str, Any]:
     request = write_request(root, "request", REQUEST)
@@ -74,7 +116,9 @@ def applied(root: Path) -> dict[str, Any]:
     assert set(steps["docs"]["needs"]) == {"web", "backup", "monitoring"}
     run = infra(root, "apply", str(request), "--output", "json", "--junit", str(root / "j.xml"))
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    return dict(json.loads(run.stdout))
+    result = dict(json.loads(run.stdout))
+    assert result["steps"]["ipam"]["changed"]  # the dry run before allocated nothing
+    return result
 
 
 def edge_bgp_prefixes(inventory: Inventory) -> set[str]:
