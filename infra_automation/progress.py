@@ -87,10 +87,26 @@ class PlainProgress:
 class _Dept:
     total: int = 0
     statuses: dict[str, str] = field(default_factory=dict)
+    activity: str = ""  # the latest thing one of its steps reported (host, task, status)
+
+
+ACTIVITY_WIDTH = 60
+
+
+def activity(step: str, data: Mapping[str, Any]) -> str:
+    """A short summary of a step's log event: ``web: debian1 Install nginx (ok)``."""
+    host, task, status = data.get("host"), data.get("task"), data.get("status")
+    if host or task:
+        text = " ".join(str(x) for x in (host, task) if x) + (f" ({status})" if status else "")
+    else:
+        text = ", ".join(f"{k}={v}" for k, v in data.items() if k != "kind")
+    text = f"{step}: {text}"
+    return text if len(text) <= ACTIVITY_WIDTH else text[: ACTIVITY_WIDTH - 1] + "…"
 
 
 class LiveProgress:
-    """A live table, one row per department: done/total, running, failed steps."""
+    """A live table, one row per department (plan order): done/total, running, failed and
+    skipped steps, and the latest activity (e.g. the Ansible task a host is on)."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -131,6 +147,10 @@ class LiveProgress:
             self._set(event.step_id, "running")
         elif event.kind == "step.finished" and event.step_id:
             self._set(event.step_id, str(data.get("status")))
+        elif event.kind == "step.log" and event.step_id:
+            owner = self._step_dept.get(event.step_id)
+            if owner is not None:
+                self._depts[owner].activity = activity(event.step_id, data)
         elif event.kind == "run.finished":
             self._title += f" -> {data.get('status')}"
 
@@ -141,11 +161,11 @@ class LiveProgress:
 
     def __rich__(self) -> RenderableType:
         table = Table(title=self._title, title_justify="left", expand=False)
-        for column in ("department", "done", "running", "failed", "skipped"):
+        for column in ("department", "done", "running", "failed", "skipped", "latest"):
             table.add_column(column)
         with self._lock:
-            for name, dept in sorted(self._depts.items()):
-                table.add_row(name, *self._cells(dept))
+            for name, dept in self._depts.items():
+                table.add_row(name, *self._cells(dept), f"[dim]{escape(dept.activity)}[/]")
         return table
 
     @staticmethod

@@ -239,3 +239,20 @@ def test_progress_views(engine: Engine, request_for: Callable[..., Any]) -> None
     rendered = table.file.getvalue()  # type: ignore[attr-defined]
     assert "network" in rendered and "1/1" in rendered and "2/2" in rendered
     assert "failed" in live_out.getvalue()  # failures are printed above the live table
+
+
+def test_live_view_shows_the_latest_activity_per_department() -> None:
+    from infra_automation.events import Event
+
+    out = io.StringIO()
+    live = LiveProgress(Console(file=out, width=200, force_terminal=True, color_system=None))
+    plan = [{"id": "web", "department": "web"}, {"id": "vms", "department": "vmware"}]
+    live.on_event(Event("r1", "run.started", data={"service": "s", "project": "p", "plan": plan}))
+    live.on_event(Event("r1", "step.started", "web", {"department": "web"}))
+    task = {"kind": "task", "host": "debian1", "task": "Install nginx", "status": "ok"}
+    live.on_event(Event("r1", "step.log", "web", task))
+    screen = Console(file=io.StringIO(), width=200, color_system=None)
+    screen.print(live)
+    rendered = screen.file.getvalue()  # type: ignore[attr-defined]
+    assert "web: debian1 Install nginx (ok)" in rendered
+    assert rendered.index("web ") < rendered.index("vmware")  # plan order, not alphabetical
