@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from infra_automation.docs.ledger import LedgerStore, ProjectLedger, apply_event
+from infra_automation.docs.site import build_site
 from infra_automation.docs.writer import DocsWriter
 from infra_automation.events import Event
 from infra_automation.exceptions import InfraError
@@ -28,6 +29,7 @@ class DocsObserver:
         self.store = store or LedgerStore.for_root(self.root)
         self.writer = DocsWriter(self.root)
         self._projects: dict[str, str] = {}
+        self._sites: dict[str, Path] = {}  # run id -> site a docs.build step built in it
         self._lock = threading.Lock()
 
     def on_event(self, event: Event) -> None:
@@ -48,6 +50,18 @@ class DocsObserver:
         if apply_event(ledger, event):
             self.store.save(ledger)
             self.write(ledger)
+        self._track_site(event)
+
+    def _track_site(self, event: Event) -> None:
+        """A site built by a ``docs.build`` step is rebuilt once the run has finished, so the
+        HTML shows the run's final state (the step itself runs before the run ends)."""
+        data = event.data
+        if event.kind == "step.finished" and data.get("executor") == "docs.build":
+            site = (data.get("outputs") or {}).get("site_path")
+            if site and data.get("status") == "success":
+                self._sites[event.run_id] = Path(str(site))
+        elif event.kind == "run.finished" and event.run_id in self._sites:
+            build_site(self.root, site_dir=self._sites.pop(event.run_id))
 
     def write(self, ledger: ProjectLedger) -> None:
         self.writer.write_project(ledger)

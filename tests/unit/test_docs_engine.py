@@ -113,3 +113,12 @@ def test_engine_dry_run_is_history_only(root: Path) -> None:
     ledger = LedgerStore.for_root(root).load("shop")
     assert ledger.plan_run_id == applied
     assert all(r.run_id == applied for r in ledger.state.values())
+
+
+def test_the_site_built_by_the_docs_step_shows_the_finished_run(tmp_path: Path) -> None:
+    pytest.importorskip("mkdocs")  # the dev extra installs it; `make test` always has it
+    write_root(tmp_path, FIXED.replace("params: {site: false}", "params: {site: true}"))
+    run_id = run(tmp_path)
+    page = (tmp_path / "site" / "projects" / "shop" / "index.html").read_text()
+    assert run_id in page
+    assert "in progress" not in page.lower() and "running" not in page.lower()
