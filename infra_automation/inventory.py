@@ -152,6 +152,17 @@ class Inventory:
         except KeyError:
             raise ConfigurationError(f"inventory {self.name!r} has no host {name!r}") from None
 
+    def connectable(self, name: str) -> Host:
+        """The host, refusing one whose connection details (its address) are missing."""
+        host = self.host(name)
+        if not host.hostname:
+            where = f" ({self.path})" if self.path else ""
+            raise ConfigurationError(
+                f"host {name!r} has no address in inventory {self.name!r}{where}: its "
+                f"connection details are missing (for the built-in lab: `infra lab up`)"
+            )
+        return host
+
     def bind_host(self, vm_name: str, address: str | None = None, *, dry_run: bool = False) -> Host:
         """Connection details for a host created at run time (a VM), via the binding.
 

@@ -11,6 +11,7 @@ Plugins: modules named in ``INFRA_PLUGINS`` (comma-separated) or ``plugins`` of
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,8 +85,23 @@ def _main(
         load_plugins(STATE.settings().plugins)
 
 
+# Third-party loggers that repeat, as tracebacks, failures our step results already report.
+QUIET_LOGGERS = ("nornir", "paramiko", "netmiko", "pyVmomi", "urllib3")
+
+
+def _setup_logging() -> None:
+    """Our warnings go to stderr through rich; third-party noise is kept off the screen."""
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=err, show_path=False, show_time=False, markup=False)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def main() -> None:
     """Console script entry point."""
+    _setup_logging()
     app()
 
 

@@ -213,7 +213,7 @@ def resolve_targets(
     planned: list[str] = []
     for name in names:
         if name in ctx.inventory.hosts:
-            hosts[name] = ctx.inventory.hosts[name]
+            hosts[name] = ctx.inventory.connectable(name)
             continue
         try:
             hosts[name] = ctx.inventory.bind_host(name, addresses.get(name), dry_run=check)

@@ -265,7 +265,7 @@ def make_plan(ctx: StepContext) -> Plan:
     roles: dict[str, str] = {}
     intended: dict[str, str] = {}
     for name in devices:
-        host = ctx.inventory.host(name)
+        host = ctx.inventory.connectable(name)
         roles[name] = str(host.data.get("role", ""))
         intended[name] = render_device(ctx.root, host, variables)
     return Plan(params, devices, roles, intended, base)

@@ -85,3 +85,10 @@ def test_invalid_inventory_names_the_field(folder: Path) -> None:
     (folder / "inventory.yml").write_text("hosts:\n  core: {prot: 22}\n")
     with pytest.raises(ConfigurationError, match=r"hosts\.core\.prot"):
         load_inventory(folder)
+
+
+def test_a_host_without_connection_details_is_refused_clearly(folder: Path) -> None:
+    (folder / "generated" / "lab.yml").unlink()
+    inv = load_inventory(folder)
+    with pytest.raises(ConfigurationError, match=r"host 'core' has no address .*infra lab up"):
+        inv.connectable("core")

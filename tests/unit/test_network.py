@@ -79,9 +79,21 @@ def inventory() -> Inventory:
             "name": "t",
             "groups": {"routers": {"platform": "cisco_ios"}},
             "hosts": {
-                "core": {"groups": ["routers"], "data": {"role": "core", "asn": 65001}},
-                "edge": {"groups": ["routers"], "data": {"role": "edge", "asn": 65002}},
-                "odd": {"platform": "ios", "data": {"role": "core", "asn": 65009}},
+                "core": {
+                    "groups": ["routers"],
+                    "hostname": "127.0.0.1",
+                    "data": {"role": "core", "asn": 65001},
+                },
+                "edge": {
+                    "groups": ["routers"],
+                    "hostname": "127.0.0.1",
+                    "data": {"role": "edge", "asn": 65002},
+                },
+                "odd": {
+                    "platform": "ios",
+                    "hostname": "127.0.0.1",
+                    "data": {"role": "core", "asn": 65009},
+                },
             },
         }
     )
@@ -166,6 +178,13 @@ def test_plan_renders_per_role(inventory: Inventory):
     assert plan.intended["edge"] == "ip prefix-list PROJECT-demo seq 5 permit 10.20.20.0/24\n"
     assert "router bgp 65009" in plan.intended["odd"]  # napalm's "ios" maps to cisco_ios
     assert plan.roles == {"core": "core", "edge": "edge", "odd": "core"}
+
+
+def test_plan_refuses_a_device_without_an_address(inventory: Inventory):
+    spec = inventory.spec.model_copy(deep=True)
+    spec.hosts["edge"].hostname = None
+    with pytest.raises(ConfigurationError, match="host 'edge' has no address"):
+        make_plan(step(Inventory(spec), params(devices=["core", "edge"])))
 
 
 def test_plan_refuses_unknown_devices(inventory: Inventory):
