@@ -12,6 +12,7 @@ resources), logged out when the run ends. The password is the inventory secret n
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -107,6 +108,7 @@ class VmsParams(_Params):
     template: SafeText | None = None  # default: the inventory's vcenter.template
     description: SafeText = ""
     power_on: bool = True
+    parallel: int = Field(default=4, ge=1, le=32)  # VMs cloned/reconfigured at once
 
     @field_validator("addresses", mode="before")
     @classmethod
@@ -458,13 +460,20 @@ def _vms(ctx: StepContext, *, check: bool) -> StepResult:
     specs = render_specs(templates_root(ctx), params)
     vs = session(ctx)
     place = _Place(vs, params, check=check)
-    targets: list[TargetResult] = []
-    infos: list[VmInfo] = []
-    for spec in specs:
-        target, info = _one_vm(ctx, vs, place, spec, params, check=check)
-        targets.append(target)
-        if info is not None:
-            infos.append(info)
+    # Look every VM up first, one after another: vcsim panics when an inventory path is
+    # searched while a clone into the same folder is under way. Then clone, reconfigure and
+    # power on up to `parallel` VMs at once (each is a chain of vCenter tasks).
+    found = {spec.name: _lookup(vs, place, spec) for spec in specs}
+    workers = max(1, min(params.parallel, len(specs)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="vmware-vm") as pool:
+        done = list(
+            pool.map(
+                lambda spec: _one_vm(ctx, vs, place, spec, params, found[spec.name], check=check),
+                specs,
+            )
+        )
+    targets = [target for target, _ in done]  # in spec order, whatever order they finished in
+    infos = [info for _, info in done if info is not None]
     outputs = VmsOutputs(
         vms=infos,
         names=[i.name for i in infos],
@@ -474,18 +483,31 @@ def _vms(ctx: StepContext, *, check: bool) -> StepResult:
     return StepResult.from_targets(tuple(targets), outputs=outputs.model_dump())
 
 
+def _lookup(vs: VSphere, place: _Place, spec: VmSpec) -> Any | InfraError | None:
+    """The VM of ``spec`` if it exists (None if not); a lookup error is kept for its VM."""
+    if place.folder is None:
+        return None
+    try:
+        return vs.find_typed(f"{place.folder_path}/{spec.name}", vim.VirtualMachine, "VM")
+    except InfraError as exc:
+        return exc
+
+
 def _one_vm(
     ctx: StepContext,
     vs: VSphere,
     place: _Place,
     spec: VmSpec,
     params: VmsParams,
+    existing: Any | InfraError | None,
     *,
     check: bool,
 ) -> tuple[TargetResult, VmInfo | None]:
     path = f"{place.folder_path}/{spec.name}"
     try:
-        vm, diff = _ensure_clone(vs, place, spec, path, check=check)
+        if isinstance(existing, InfraError):
+            raise existing
+        vm, diff = _ensure_clone(vs, place, spec, path, existing, check=check)
         if vm is None:  # check mode, not cloned yet
             diff += _planned_lines(spec, params.power_on)
             info = _planned(spec, path, "", params.power_on, "poweredOff")
@@ -518,10 +540,9 @@ def _one_vm(
 
 
 def _ensure_clone(
-    vs: VSphere, place: _Place, spec: VmSpec, path: str, *, check: bool
+    vs: VSphere, place: _Place, spec: VmSpec, path: str, vm: Any | None, *, check: bool
 ) -> tuple[Any | None, str]:
-    """The VM at ``path``, cloned from the template when missing (not in check mode)."""
-    vm = vs.find_typed(path, vim.VirtualMachine, "VM") if place.folder is not None else None
+    """``vm`` (found at ``path``), or a clone of the template when missing (not in check mode)."""
     if vm is not None:
         return vm, ""
     elsewhere = place.taken.get(spec.name)
@@ -729,7 +750,7 @@ def _folder_vms(folder: Any | None, folder_path: str) -> list[tuple[str, Any]]:
                 f"folder {folder_path} holds objects that are not VMs ({', '.join(others)}); "
                 "refusing to remove it"
             )
-        return [(vm.name, vm) for vm in children]
+        return sorted(((vm.name, vm) for vm in children), key=lambda pair: str(pair[0]))
 
 
 def _check_portgroup_unused(portgroup: Any | None, pg_path: str, ours: set[str]) -> None:

@@ -426,3 +426,37 @@ def test_decommission_removes_what_apply_created(inventory: Inventory, si: Any) 
 
     again = run_step(vmware.DecommissionExecutor(), inventory, {"project": project})
     assert not again.failed and again.changed is False
+
+
+def test_many_vms_are_cloned_in_parallel_and_reported_in_order(
+    inventory: Inventory, si: Any
+) -> None:
+    project = _project("many")
+    addresses = [f"10.20.6.{10 + i}" for i in range(6)]
+    res = RunResources()
+    try:
+        run_step(vmware.FolderExecutor(), inventory, {"project": project}, resources=res)
+        run_step(
+            vmware.PortgroupExecutor(), inventory, {"project": project, "vlan_id": 124},
+            resources=res,
+        )  # fmt: skip
+        params = vms_params(project, count=6, addresses=addresses, parallel=6)
+        result = run_step(vmware.VmsExecutor(), inventory, params, resources=res)
+        again = run_step(vmware.VmsExecutor(), inventory, params, resources=res)
+    finally:
+        assert res.close() == []
+    try:
+        assert not result.failed, result.error
+        names = [f"{project}-web-{i:02d}" for i in range(1, 7)]
+        assert result.outputs["names"] == names
+        assert [v["ip"] for v in result.outputs["vms"]] == addresses
+        assert not again.failed and not again.changed
+        dc = inventory.vcenter.datacenter
+        for name, address in zip(names, addresses, strict=True):
+            vm = find(si, f"{dc}/vm/{project}/{name}")
+            assert vm.runtime.powerState == "poweredOn"
+            extra = {o.key: o.value for o in vm.config.extraConfig}
+            assert extra["guestinfo.infra.ip"] == address
+    finally:
+        run_step(vmware.DecommissionExecutor(), inventory, {"project": project})
+    assert find(si, f"{inventory.vcenter.datacenter}/vm/{project}") is None
