@@ -8,20 +8,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2.nativetypes import NativeEnvironment
+from jinja2.nativetypes import NativeEnvironment, NativeTemplate
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from infra_automation.exceptions import RenderError
 
 
+def _typed_concat(values: Iterable[Any]) -> Any:
+    """One expression keeps its own type (a list stays a list, "8.10" stays a string: no
+    ``literal_eval`` as in Jinja's native mode); several parts join into a string. An
+    undefined value is an error here too, as StrictUndefined promises."""
+    parts = list(values)
+    for part in parts:
+        if isinstance(part, jinja2.Undefined):
+            part._fail_with_undefined_error()
+    if len(parts) == 1:
+        return parts[0]
+    return "".join(str(p) for p in parts)
+
+
 class _NativeSandbox(ImmutableSandboxedEnvironment, NativeEnvironment):
     """Sandboxed, and a template that is one expression keeps the expression's type."""
+
+    concat = staticmethod(_typed_concat)
+
+
+class _TypedTemplate(NativeTemplate):
+    environment_class = _NativeSandbox
 
 
 @lru_cache(maxsize=16)
@@ -71,6 +90,7 @@ def _template_line(exc: BaseException, name: str) -> int | None:
 
 
 _NATIVE = _NativeSandbox(undefined=jinja2.StrictUndefined)
+_NATIVE.template_class = _TypedTemplate
 
 
 def render_value(value: Any, variables: Mapping[str, Any], where: str = "params") -> Any:
@@ -86,6 +106,8 @@ def render_value(value: Any, variables: Mapping[str, Any], where: str = "params"
             return _NATIVE.from_string(value).render(**variables)
         except jinja2.TemplateError as exc:
             raise RenderError(where, getattr(exc, "lineno", None), str(exc)) from exc
+        except Exception as exc:
+            raise RenderError(where, None, f"{type(exc).__name__}: {exc}") from exc
     if isinstance(value, Mapping):
         return {k: render_value(v, variables, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, list | tuple):

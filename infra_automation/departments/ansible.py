@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
+import yaml
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -305,7 +306,9 @@ class AnsibleJob:
             )
         finally:
             self._remove_inputs()
-        return self._result(runner, ident, planned)
+        result = self._result(runner, ident, planned)
+        sanitize_artifacts(self.data_dir / "artifacts" / ident)
+        return result
 
     # inputs: inventory and extravars (the latter holds secrets: 0600, removed after the run)
 
@@ -320,15 +323,15 @@ class AnsibleJob:
         inventory.write_text(json.dumps(build_inventory(self.hosts, set(passwords)), indent=1))
         extravars = {
             **self.params.vars,
-            **self.secret_values,
+            **{k: Unsafe(v) for k, v in self.secret_values.items()},
             "infra_project": self.ctx.project,
             "infra_run_id": self.ctx.run_id,
             "infra_step_id": self.ctx.step_id,
             "infra_department": self.ctx.department,
             "infra_state_dir": str(self.ctx.root / STATE_DIR),
-            "infra_host_passwords": passwords,
+            "infra_host_passwords": {k: Unsafe(v) for k, v in passwords.items()},
         }
-        _write_private(env / "extravars", json.dumps(extravars))
+        _write_private(env / "extravars", dump_extravars(extravars))
         return inventory
 
     def _passwords(self) -> dict[str, str]:
@@ -490,6 +493,41 @@ def _connection_vars(host: Host) -> dict[str, Any]:
 
 def _address(host: Host) -> str:
     return f"{host.hostname}:{host.port or 22}" if host.hostname else ""
+
+
+class Unsafe(str):
+    """A value Ansible must never template (secrets may contain '{{', '{%' or '{#')."""
+
+    __slots__ = ()
+
+
+class _ExtravarsDumper(yaml.SafeDumper):
+    pass
+
+
+_ExtravarsDumper.add_representer(
+    Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value), style="'")
+)
+
+
+def dump_extravars(extravars: Mapping[str, Any]) -> str:
+    """YAML for ``-e @file``: secret values tagged ``!unsafe`` so Ansible keeps them verbatim."""
+    return yaml.dump(dict(extravars), Dumper=_ExtravarsDumper, default_flow_style=False)
+
+
+def sanitize_artifacts(folder: Path) -> None:
+    """ansible-runner keeps the whole environment (``command``) and the output: drop the
+    former, mask known secrets in the rest, so nothing secret stays on disk."""
+    (folder / "command").unlink(missing_ok=True)
+    if not folder.is_dir():
+        return
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                text = path.read_text()
+                masked = redact(text)
+                if masked != text:
+                    path.write_text(masked)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -275,3 +275,42 @@ def test_stats_are_mapped_per_host() -> None:
     assert stats["a"].ok == 3 and stats["a"].changed == 1
     assert stats["b"].failed == 1
     assert stats["c"].unreachable == 1
+
+
+def test_secret_values_reach_ansible_verbatim_never_templated(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from infra_automation.departments.ansible import Unsafe, dump_extravars
+
+    secret = "pa{{ 7*7 }}s{# c #}s{% raw %}"
+    (tmp_path / "vars.yml").write_text(dump_extravars({"x": Unsafe(secret), "plain": "ok"}))
+    (tmp_path / "play.yml").write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.debug: {msg: '{{ x }}|{{ plain }}'}\n"
+    )
+    binary = Path(sys.executable).parent / "ansible-playbook"
+    proc = subprocess.run(
+        [str(binary), "-i", "localhost,", "-c", "local", "-e", f"@{tmp_path / 'vars.yml'}",
+         str(tmp_path / "play.yml")],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "ANSIBLE_HOME": str(tmp_path / "home"), "ANSIBLE_NOCOLOR": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f'"msg": "{secret}|ok"' in proc.stdout
+
+
+def test_run_artifacts_keep_no_environment_and_no_known_secret(tmp_path: Path) -> None:
+    from infra_automation.departments.ansible import sanitize_artifacts
+    from infra_automation.secrets import REDACTOR
+
+    REDACTOR.add("artifact-secret-4711")
+    (tmp_path / "job_events").mkdir()
+    (tmp_path / "command").write_text('{"env": {"INFRA_SECRET_X": "y"}}')
+    (tmp_path / "stdout").write_text("changed: artifact-secret-4711 written\n")
+    (tmp_path / "job_events" / "1.json").write_text('{"res": "artifact-secret-4711"}')
+    sanitize_artifacts(tmp_path)
+    assert not (tmp_path / "command").exists()
+    for path in (tmp_path / "stdout", tmp_path / "job_events" / "1.json"):
+        assert "artifact-secret-4711" not in path.read_text()

@@ -1,0 +1,41 @@
+"""Rendering of catalog params: native types kept, strings kept as strings, errors named."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra_automation.exceptions import RenderError
+from infra_automation.render import render_value
+
+VARS = {"params": {"version": "8.10", "pair": "1,2", "items": [1, 2], "n": 3, "a": "1"}}
+
+
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [
+        ("{{ params.version }}", "8.10"),  # a string stays a string (no literal_eval)
+        ("{{ params.pair }}", "1,2"),
+        ("{{ params.items }}", [1, 2]),  # one expression keeps its type
+        ("{{ params.n }}", 3),
+        ("{{ params.n > 2 }}", True),
+        ("x{{ params.n }}", "x3"),
+        ("{{ params.a }}{{ params.a }}", "11"),
+        ("{{ '{{ 7*7 }}' }}", "{{ 7*7 }}"),  # rendered once, never twice
+    ],
+)
+def test_values_keep_their_type(expression: str, value: object) -> None:
+    assert render_value(expression, VARS) == value
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("{{ params.missing }}", "no attribute 'missing'"),
+        ("{{ params.n > 'x' }}", "TypeError"),
+        ("{{ params.__class__ }}", "unsafe"),
+    ],
+)
+def test_errors_name_the_place(expression: str, message: str) -> None:
+    with pytest.raises(RenderError, match=message) as info:
+        render_value({"seconds": expression}, VARS, "steps.a.params")
+    assert "steps.a.params.seconds" in str(info.value)
