@@ -33,7 +33,7 @@ template syntax can pass), with or without a pattern.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -177,6 +177,20 @@ class TargetSelection(_Model):
         return self
 
 
+# In Jinja, `params.items` is the dict's method, not the value: such names cannot be read.
+RESERVED_NAMES = frozenset(
+    {"items", "keys", "values", "get", "pop", "popitem", "update", "copy", "clear", "setdefault"}
+)
+
+
+def _not_reserved(names: Iterable[str], what: str) -> None:
+    taken = sorted(set(names) & RESERVED_NAMES)
+    if taken:
+        raise ValueError(
+            f"{what} names {', '.join(taken)} cannot be read in expressions (dict methods)"
+        )
+
+
 class StepDef(_Model):
     """One step of a service: what a department does, after what, on which targets."""
 
@@ -214,10 +228,12 @@ class Service(_Model):
         bad = [k for k in value if not PARAM_RE.fullmatch(k)]
         if bad:
             raise ValueError(f"parameter names must match {PARAM_RE.pattern}: {', '.join(bad)}")
+        _not_reserved(value, "parameter")
         return value
 
     @model_validator(mode="after")
     def _unique_steps(self) -> Service:
+        _not_reserved([s.id for s in self.steps], "step id")
         seen: set[str] = set()
         for step in self.steps:
             if step.id in seen:

@@ -7,7 +7,7 @@ import pytest
 from infra_automation.exceptions import RenderError
 from infra_automation.render import render_value
 
-VARS = {"params": {"version": "8.10", "pair": "1,2", "items": [1, 2], "n": 3, "a": "1"}}
+VARS = {"params": {"version": "8.10", "pair": "1,2", "hosts": [1, 2], "n": 3, "a": "1"}}
 
 
 @pytest.mark.parametrize(
@@ -15,7 +15,7 @@ VARS = {"params": {"version": "8.10", "pair": "1,2", "items": [1, 2], "n": 3, "a
     [
         ("{{ params.version }}", "8.10"),  # a string stays a string (no literal_eval)
         ("{{ params.pair }}", "1,2"),
-        ("{{ params.items }}", [1, 2]),  # one expression keeps its type
+        ("{{ params.hosts }}", [1, 2]),  # one expression keeps its type
         ("{{ params.n }}", 3),
         ("{{ params.n > 2 }}", True),
         ("x{{ params.n }}", "x3"),
@@ -39,3 +39,17 @@ def test_errors_name_the_place(expression: str, message: str) -> None:
     with pytest.raises(RenderError, match=message) as info:
         render_value({"seconds": expression}, VARS, "steps.a.params")
     assert "steps.a.params.seconds" in str(info.value)
+
+
+def test_names_that_shadow_dict_methods_are_refused_in_the_catalog() -> None:
+    from infra_automation.catalog import Service
+
+    with pytest.raises(ValueError, match="items cannot be read"):
+        Service.model_validate(
+            {"name": "svc", "params": {"items": {"type": "integer"}},
+             "steps": [{"id": "a", "executor": "core.noop"}]}
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="values cannot be read"):
+        Service.model_validate(
+            {"name": "svc", "steps": [{"id": "values", "executor": "core.noop"}]}
+        )
