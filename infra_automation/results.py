@@ -163,3 +163,28 @@ class RunResult:
     def raise_for_status(self) -> None:
         if self.failed:
             raise StepsFailed(self)
+
+    def redacted(self) -> RunResult:
+        """A copy with every known secret masked (for printing, JSON and JUnit reports)."""
+        from infra_automation.secrets import redact
+
+        def mask(r: StepResult) -> StepResult:
+            targets = tuple(
+                replace(
+                    t,
+                    diff=redact(t.diff),
+                    error=redact(t.error),
+                    details=redact(dict(t.details)),
+                )
+                for t in r.targets
+            )
+            return replace(
+                r,
+                diff=redact(r.diff),
+                error=redact(r.error),
+                outputs=redact(dict(r.outputs)),
+                artifacts=redact(dict(r.artifacts)),
+                targets=targets,
+            )
+
+        return replace(self, steps={k: mask(r) for k, r in self.steps.items()})

@@ -48,14 +48,22 @@ class Redactor:
             return self.text(value)
         if isinstance(value, Mapping):
             return {k: MASK if _secret_key(str(k)) else self.data(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
+        if isinstance(value, list | tuple | set | frozenset):
             return [self.data(v) for v in value]
-        return value
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        shown = str(value)  # a Path, an exception, a model: masked if its text holds a secret
+        masked = self.text(shown)
+        return masked if masked != shown else value
+
+
+# Keys whose values are never shown, whatever they hold (records, logs, docs alike).
+SECRET_WORDS = ("password", "passwd", "secret", "token", "private_key", "api_key", "credential")
 
 
 def _secret_key(key: str) -> bool:
     lowered = key.lower()
-    return any(w in lowered for w in ("password", "secret", "token", "private_key"))
+    return any(w in lowered for w in SECRET_WORDS)
 
 
 REDACTOR = Redactor()

@@ -243,6 +243,7 @@ def _progress(output: str) -> Iterator[list[Observer]]:
 
 
 def _report(result: RunResult, plan: Plan, output: str, junit: Path | None, engine: Engine) -> None:
+    result = result.redacted()  # what is printed or written for CI never holds a secret
     if junit is not None:
         write_junit(junit, result, plan)
     outputs = service_outputs(engine.catalog().get(plan.service), plan, result)

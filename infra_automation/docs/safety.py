@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from infra_automation.secrets import redact
+from infra_automation.secrets import SECRET_WORDS, redact
 
-SECRET_WORDS = ("password", "passwd", "secret", "token", "private_key", "api_key", "credential")
 _SLUG_RE = re.compile(r"[^A-Za-z0-9._-]+")
 _URL_RE = re.compile(r"^https?://[A-Za-z0-9._~:/?#@!$&'*+,;=%-]+$")
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}

@@ -256,3 +256,20 @@ def test_live_view_shows_the_latest_activity_per_department() -> None:
     rendered = screen.file.getvalue()  # type: ignore[attr-defined]
     assert "web: debian1 Install nginx (ok)" in rendered
     assert rendered.index("web ") < rendered.index("vmware")  # plan order, not alphabetical
+
+
+def test_printed_json_and_junit_never_hold_a_secret(
+    cli: CliRunner, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from infra_automation import secrets
+
+    monkeypatch.setattr(secrets, "REDACTOR", secrets.Redactor())  # this test's secrets only
+    secrets.REDACTOR.add("no luck")  # pretend the failure message leaks a known secret
+    junit = tmp_path / "junit.xml"
+    res = run(
+        cli, root, "apply", str(root / "requests/broken.yml"), "--no-docs", "-o", "json",
+        "--junit", str(junit),
+    )  # fmt: skip
+    assert res.exit_code == 1
+    assert "no luck" not in res.stdout and "no luck" not in junit.read_text()
+    assert json.loads(res.stdout)["steps"]["a"]["error"] == "********"

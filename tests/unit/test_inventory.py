@@ -92,3 +92,14 @@ def test_a_host_without_connection_details_is_refused_clearly(folder: Path) -> N
     inv = load_inventory(folder)
     with pytest.raises(ConfigurationError, match=r"host 'core' has no address .*infra lab up"):
         inv.connectable("core")
+
+
+def test_redaction_masks_secrets_in_any_value_and_by_key() -> None:
+    from infra_automation.secrets import MASK, REDACTOR, redact
+
+    REDACTOR.add("S3cr3tValue")
+    data = {"err": ValueError("auth S3cr3tValue"), "path": Path("/x/S3cr3tValue"), "n": 3}
+    masked = redact({**data, "api_key": "abcd1234", "tags": {"S3cr3tValue"}})
+    assert masked["err"] == f"auth {MASK}" and masked["path"] == f"/x/{MASK}"
+    assert masked["n"] == 3 and masked["api_key"] == MASK and masked["tags"] == [MASK]
+    assert redact(Path("/plain")) == Path("/plain")  # no secret: the value is kept as is
