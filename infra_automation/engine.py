@@ -17,6 +17,7 @@ record; the run goes on.
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -44,7 +45,7 @@ from infra_automation.scheduler import (
     Scheduler,
     finished_payload,
 )
-from infra_automation.secrets import redact
+from infra_automation.secrets import MASK, redact
 
 OBSERVER_GROUP = "infra_automation.observers"
 DIAGNOSTIC_KINDS = frozenset({"observer.error", "run.warning"})
@@ -71,12 +72,11 @@ class EventBus:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def emit(self, event: Event) -> None:
+        data = redact(dict(event.data))
+        if "request" in event.data:  # validated SafeText values: mask by value, never by key
+            data["request"] = redact(event.data["request"], keys=False)
         clean = Event(
-            run_id=event.run_id,
-            kind=event.kind,
-            step_id=event.step_id,
-            data=redact(dict(event.data)),
-            at=event.at,
+            run_id=event.run_id, kind=event.kind, step_id=event.step_id, data=data, at=event.at
         )
         with self._lock:
             self.recorder.on_event(clean)
@@ -303,6 +303,8 @@ def reusable_results(old: RunRecord, plan: Plan) -> dict[str, StepResult]:
     planned = {s.id for s in plan.steps}
     reused: dict[str, StepResult] = {}
     for step in old.steps:
+        if MASK in json.dumps(step.outputs, default=str):
+            continue  # an output was masked in the record: run the step again for its value
         if step.status == Status.SUCCESS.value and step.step_id in planned:
             reused[step.step_id] = StepResult(
                 status=Status.SUCCESS,

@@ -43,13 +43,17 @@ class Redactor:
         pattern = self._pattern
         return pattern.sub(MASK, value) if pattern is not None else value
 
-    def data(self, value: Any) -> Any:
+    def data(self, value: Any, *, keys: bool = True) -> Any:
+        """Mask known secret values; with ``keys``, also whole values under secret-looking keys."""
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, Mapping):
-            return {k: MASK if _secret_key(str(k)) else self.data(v) for k, v in value.items()}
+            return {
+                k: MASK if keys and _secret_key(str(k)) else self.data(v, keys=keys)
+                for k, v in value.items()
+            }
         if isinstance(value, list | tuple | set | frozenset):
-            return [self.data(v) for v in value]
+            return [self.data(v, keys=keys) for v in value]
         if value is None or isinstance(value, bool | int | float):
             return value
         shown = str(value)  # a Path, an exception, a model: masked if its text holds a secret
@@ -69,9 +73,13 @@ def _secret_key(key: str) -> bool:
 REDACTOR = Redactor()
 
 
-def redact(value: Any) -> Any:
-    """Mask every known secret in ``value`` (str, mapping, list)."""
-    return REDACTOR.data(value)
+def redact(value: Any, *, keys: bool = True) -> Any:
+    """Mask every known secret in ``value`` (str, mapping, list, or any value's text).
+
+    ``keys=False`` masks by value only: for data whose key names are not secrets by
+    construction (a validated request, whose ``token_ttl: 300`` must survive for resume).
+    """
+    return REDACTOR.data(value, keys=keys)
 
 
 class Secrets:

@@ -282,3 +282,25 @@ def test_interrupted_run_is_shown_as_such(engine: Engine, request_for: Make) -> 
         )
     assert engine.store.get_run(result.run_id).status == "interrupted"
     assert engine.store.list_runs()[0].status == "interrupted"
+
+
+def test_resume_keeps_request_values_whose_names_look_secret(
+    engine: Engine, request_for: Make, calls: Calls, tmp_path: Path
+) -> None:
+    flag = tmp_path / "broken"
+    flag.touch()
+    req = request_for(
+        "resumable",
+        RESUMABLE,
+        params={
+            "flag": {"pattern": "[a-z/_0-9.-]+"},
+            "token_ttl": {"type": "integer", "default": 300},
+        },
+        values={"flag": str(flag), "token_ttl": 600},
+    )
+    first = engine.apply(req)
+    assert first.failed_steps == ("b",)
+    assert engine.store.get_run(first.run_id).request["params"]["token_ttl"] == 600
+    flag.unlink()
+    second = engine.resume(first.run_id)  # re-validates the recorded request
+    assert not second.failed
