@@ -81,7 +81,7 @@ class EventBus:
         with self._lock:
             self.recorder.on_event(clean)
             for obs in self.local:
-                obs.on_event(clean)
+                self._deliver(_NamedObserver(type(obs).__name__, obs), clean)
             if clean.kind in DIAGNOSTIC_KINDS:
                 return
             for named in self.observers:

@@ -24,6 +24,7 @@ def changed_requests(root: Path, since: str, folder: str = "requests") -> list[P
         str(root),
         "diff",
         "--name-only",
+        "--relative",  # paths relative to root, also when root is a subfolder of the repo
         "--diff-filter=AMR",
         f"{since}...HEAD",
         "--",
