@@ -32,6 +32,7 @@ from sqlalchemy import Engine as SqlEngine
 from infra_automation.catalog import Catalog, load_catalog
 from infra_automation.config import Settings
 from infra_automation.events import Event, Observer, utcnow
+from infra_automation.exceptions import ConfigurationError
 from infra_automation.executors.base import RunResources
 from infra_automation.executors.registry import REGISTRY, ExecutorRegistry
 from infra_automation.inventory import Inventory, load_inventory
@@ -153,7 +154,11 @@ class Engine:
     def inventory(self, request: Request) -> Inventory:
         folder = self.settings.inventory
         if request.inventory:
-            folder = self.settings.root / request.inventory
+            folder = (self.settings.root / request.inventory).resolve()
+            if not folder.is_relative_to(self.settings.root.resolve()):
+                raise ConfigurationError(
+                    f"inventory: {request.inventory!r} is outside the project root"
+                )
         return load_inventory(folder)
 
     # --- running --------------------------------------------------------------------------

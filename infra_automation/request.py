@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from infra_automation.catalog import Catalog, Service
 from infra_automation.exceptions import FieldError, RequestValidationError
@@ -39,6 +39,15 @@ class RequestFile(BaseModel):
     requester: SafeText | None = None
     inventory: str | None = Field(default=None, pattern=PATH_PATTERN, max_length=200)
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("inventory")
+    @classmethod
+    def _inside_the_root(cls, value: str | None) -> str | None:
+        """A folder of the project: a request must not point a run at another site's
+        inventory and secrets elsewhere on the machine."""
+        if value is not None and (value.startswith("/") or ".." in value.split("/")):
+            raise ValueError("must be a folder inside the project root (relative, no '..')")
+        return value
 
 
 @dataclass(frozen=True)
