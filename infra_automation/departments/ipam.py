@@ -165,6 +165,7 @@ class Ipam:
                 f"ipam: project {project!r} already has subnet {row.subnet}, "
                 f"not the requested {params.subnet}"
             )
+        _check_hosts_fit(row.subnet, params.hosts)  # the project may have grown
         return row
 
 

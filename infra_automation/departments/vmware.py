@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pyVmomi
 import yaml
@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     IPvAnyInterface,
+    StringConstraints,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -95,6 +96,9 @@ class PortgroupOutputs(_Outputs):
     dvswitch: str
 
 
+TemplateName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")]
+
+
 class VmsParams(_Params):
     project: Name
     portgroup: Name
@@ -105,7 +109,8 @@ class VmsParams(_Params):
     cpu: int | None = Field(default=None, ge=1, le=128)
     memory_mb: int | None = Field(default=None, ge=128, le=4 * 1024 * 1024)
     folder: Name | None = None  # default: the project name
-    template: SafeText | None = None  # default: the inventory's vcenter.template
+    # a template directly in the datacenter's VM folder (no path: never another project's VM)
+    template: TemplateName | None = None  # default: the inventory's vcenter.template
     description: SafeText = ""
     power_on: bool = True
     parallel: int = Field(default=4, ge=1, le=32)  # VMs cloned/reconfigured at once
@@ -438,6 +443,12 @@ class _Place:
         self.template = vs.require(
             f"{vc.datacenter}/vm/{self.template_name}", vim.VirtualMachine, "template"
         )
+        with vsphere_errors(f"read {self.template_name}"):
+            is_template = bool(self.template.config.template)
+        if not is_template:
+            raise TargetRejected(
+                f"{self.template_name!r} is a VM, not a template: only templates are cloned"
+            )
         self.folder = vs.find_typed(self.folder_path, vim.Folder, "folder")
         pg_path = vs.path("network", params.portgroup)
         self.portgroup = vs.find_typed(pg_path, DVPortgroup, "portgroup")

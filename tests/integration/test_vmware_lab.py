@@ -329,6 +329,16 @@ def test_missing_template_fails_the_step(bare_project: str, inventory: Inventory
     assert list(folder.childEntity) == []
 
 
+def test_a_vm_that_is_not_a_template_is_never_cloned(
+    bare_project: str, inventory: Inventory, si: Any
+) -> None:
+    params = vms_params(bare_project, template="DC0_H0_VM0", count=1)  # an ordinary VM
+    result = run_step(vmware.VmsExecutor(), inventory, params)
+    assert result.failed and "is a VM, not a template" in (result.error or "")
+    folder = find(si, f"{inventory.vcenter.datacenter}/vm/{bare_project}")
+    assert list(folder.childEntity) == []
+
+
 def test_vm_name_taken_elsewhere_fails_that_vm(
     bare_project: str, inventory: Inventory, si: Any
 ) -> None:

@@ -259,3 +259,9 @@ def test_lookup_reads_the_allocation_and_never_allocates(inventory, engine):
     assert not found.changed
     for key in ("vlan_id", "subnet", "gateway", "prefix_length"):
         assert found.outputs[key] == first.outputs[key]
+
+
+def test_a_project_that_outgrows_its_subnet_gets_a_clear_error(inventory, engine):
+    assert not allocate(inventory, engine, "shop", hosts=2).failed
+    grown = allocate(inventory, engine, "shop", hosts=500)
+    assert grown.failed and "do not fit" in (grown.error or "")

@@ -48,6 +48,7 @@ def test_vm_names_follow_project_role_number() -> None:
         ("description", "a # comment"),
         ("template", "debian12\r\n"),
         ("template", "{{ 7 * 7 }}"),
+        ("template", "otherproj/otherproj-web-01"),  # a path: another project's VM
         ("project", "Shop"),
         ("project", "shop\n"),
         ("role", "web;rm"),
