@@ -45,7 +45,8 @@ SAVE_FAIL = re.compile(r"^%|^.*(error|failed|denied).*$", re.I | re.M)
 
 
 def clean(text: str) -> str:
-    """Config lines only: no navigation (exit, !, end), banners or blank lines."""
+    """Config lines only: no navigation (exit, !, end), banners or blank lines; runs of spaces
+    inside a line collapsed as the device does (``description a  b`` reads back ``a b``)."""
     kept = []
     for line in text.replace("\r\n", "\n").splitlines():
         stripped = line.strip()
@@ -53,7 +54,8 @@ def clean(text: str) -> str:
             continue
         if stripped.startswith("!"):
             continue
-        kept.append(line.rstrip())
+        indent = line[: len(line) - len(line.lstrip())]
+        kept.append(indent + " ".join(stripped.split()))  # devices collapse inner spaces too
     return "\n".join(kept) + ("\n" if kept else "")
 
 

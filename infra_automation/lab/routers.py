@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import shutil
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -284,7 +285,9 @@ class Routers:
         for file in paths.etc.iterdir():
             shutil.chown(file, "frr", "frr")
             file.chmod(0o664)
-        script = f"hostname {spec.name}; " + "; ".join(_daemon_command(d, paths) for d in DAEMONS)
+        commands = [f"hostname {shlex.quote(spec.name)}"]
+        commands += [_daemon_command(d, paths) for d in DAEMONS]
+        script = "; ".join(commands)
         netns = ctx.prefixed(spec.name)
         run(["ip", "netns", "exec", netns, "unshare", "--uts", "sh", "-c", script], timeout=60)
         wait_for(
@@ -450,15 +453,17 @@ def _extra_data(index: int) -> dict[str, Any]:
 
 
 def _daemon_command(daemon: str, paths: RouterPaths) -> str:
-    return (
-        f"{FRR_LIB / daemon} -d -P 0 -i {paths.daemon_pid(daemon)} "
-        f"--vty_socket {paths.run} -z {paths.run / 'zserv.api'} -f /dev/null "
-        f"--log file:{paths.log / (daemon + '.log')}"
-    )
+    """One daemon's command line for ``sh -c``; every path quoted (roots may hold spaces)."""
+    argv = [
+        str(FRR_LIB / daemon), "-d", "-P", "0", "-i", str(paths.daemon_pid(daemon)),
+        "--vty_socket", str(paths.run), "-z", str(paths.run / "zserv.api"), "-f", "/dev/null",
+        "--log", f"file:{paths.log / (daemon + '.log')}",
+    ]  # fmt: skip
+    return shlex.join(argv)
 
 
 def _sshd_config(ctx: LabContext, paths: RouterPaths, host_key: Path, port: int) -> str:
-    force = " ".join(paths.vtysh())
+    force = shlex.join(paths.vtysh())  # sshd runs ForceCommand through a shell
     return "\n".join(
         [
             f"Port {port}",

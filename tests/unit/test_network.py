@@ -254,3 +254,9 @@ def test_save_output_is_checked(tasks: ModuleType):
     assert tasks.save_ok(ok)
     assert not tasks.save_ok(bad)
     assert not tasks.save_ok(partial)
+
+
+def test_a_description_with_double_spaces_is_not_reported_missing(tasks: ModuleType):
+    intended = "interface vlan100\n description project  shop\n"
+    running = "interface vlan100\n description project shop\nexit\n"
+    assert tasks.missing(intended, running) == ""
