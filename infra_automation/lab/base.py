@@ -161,11 +161,29 @@ def spawn(
 
 
 def read_pid(pidfile: Path) -> int | None:
+    """The live process recorded in ``pidfile``, if it is still the lab's own.
+
+    A PID can be reused (after a reboot the pid files are still there): the process counts
+    as the lab's only if its command line names the lab's folder (``.../.lab``), which every
+    lab process has in its arguments (binary, pid file, config or socket paths). Any other
+    process is never signalled.
+    """
     try:
         pid = int(pidfile.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    return pid if pid_alive(pid) else None
+    return pid if pid_alive(pid) and _started_by_lab(pid, pidfile) else None
+
+
+def _started_by_lab(pid: int, pidfile: Path) -> bool:
+    lab_dir = next((p for p in pidfile.resolve().parents if p.name == ".lab"), None)
+    if lab_dir is None:  # a pid file outside any lab folder: nothing to compare with
+        return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return str(lab_dir) in cmdline
 
 
 def pid_alive(pid: int) -> bool:
