@@ -15,10 +15,12 @@ line to a device config.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from infra_automation.config import STATE_DIR
 from infra_automation.exceptions import ConfigurationError, RenderError
 from infra_automation.executors.base import ExecutorInfo, StepContext
 from infra_automation.inventory import Host, Inventory
@@ -317,7 +320,8 @@ class ConfigureExecutor:
             handle = run_nornir(ctx, plan.devices)
         except (ConfigurationError, RenderError) as exc:
             return StepResult.failure(str(exc))
-        with handle.lock:
+        locks = [] if check else plan.devices  # a preview changes nothing: no device lock
+        with handle.lock, device_locks(ctx.root / STATE_DIR / "locks", locks):
             nornir = handle.nornir.filter(filter_func=lambda h: h.name in plan.devices)
             handle.nornir.data.reset_failed_hosts()
             results = nornir.run(
@@ -374,6 +378,22 @@ class ConfigureExecutor:
             states.append(state)
         outputs = ConfigureOutputs(**plan.outputs_base, devices=states)
         return StepResult.from_targets(tuple(targets), outputs=outputs.model_dump(mode="json"))
+
+
+@contextmanager
+def device_locks(folder: Path, devices: Sequence[str]) -> Iterator[None]:
+    """Hold one lock per device (sorted: no deadlock) while changing it.
+
+    A change is snapshot -> push -> verify -> save, and a rollback restores the snapshot:
+    two runs (of different projects, in different processes) must not interleave on one
+    device, or one's rollback would undo the other's change.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        for device in sorted(set(devices)):
+            handle = stack.enter_context(open(folder / f"device-{device}.lock", "w"))
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 class UnconfigureExecutor(ConfigureExecutor):

@@ -260,3 +260,30 @@ def test_a_description_with_double_spaces_is_not_reported_missing(tasks: ModuleT
     intended = "interface vlan100\n description project  shop\n"
     running = "interface vlan100\n description project shop\nexit\n"
     assert tasks.missing(intended, running) == ""
+
+
+def test_changes_to_one_device_never_interleave(tmp_path: Path):
+    import threading
+    import time
+
+    from infra_automation.departments.network import device_locks
+
+    events: list[str] = []
+
+    def change(name: str, devices: list[str], hold: float) -> None:
+        with device_locks(tmp_path, devices):
+            events.append(f"{name} in")
+            time.sleep(hold)
+            events.append(f"{name} out")
+
+    first = threading.Thread(target=change, args=("a", ["core", "edge"], 0.3))
+    first.start()
+    time.sleep(0.05)
+    second = threading.Thread(target=change, args=("b", ["edge"], 0.0))
+    other = threading.Thread(target=change, args=("c", ["r003"], 0.0))
+    second.start()
+    other.start()
+    for t in (first, second, other):
+        t.join()
+    assert events.index("b in") > events.index("a out")  # waited for the same device
+    assert events.index("c out") < events.index("a out")  # another device did not wait
