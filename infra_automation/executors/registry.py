@@ -11,6 +11,16 @@ from infra_automation.exceptions import ExecutorNotFound, ExecutorUnavailable
 from infra_automation.executors.base import Executor
 
 ENTRY_POINT_GROUP = "infra_automation.executors"
+# Which pip extra brings a missing SDK (top-level module name -> extra).
+EXTRAS = {
+    "nornir": "network",
+    "nornir_netmiko": "network",
+    "netmiko": "network",
+    "pyVmomi": "vmware",
+    "pyVim": "vmware",
+    "ansible_runner": "ansible",
+    "mkdocs": "docs",
+}
 Factory = Callable[[], Executor]
 
 
@@ -81,8 +91,9 @@ def _load_target(key: str, target: str) -> Factory:
         missing = exc.name or module_name
         if missing.startswith("infra_automation"):
             raise ExecutorNotFound(f"executor {key!r}: module {missing!r} not found") from exc
+        extra = EXTRAS.get(missing.partition(".")[0], "all")
         raise ExecutorUnavailable(
-            f"executor {key!r} needs {missing!r}: pip install 'infra-automation[all]'"
+            f"executor {key!r} needs {missing!r}: pip install 'infra-automation[{extra}]'"
         ) from exc
     obj = getattr(module, attr, None)
     if obj is None:

@@ -1,0 +1,49 @@
+"""The executor registry: keys, entry points, clear errors for missing executors and SDKs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra_automation.exceptions import ExecutorNotFound, ExecutorUnavailable
+from infra_automation.executors import ExecutorRegistry
+from infra_automation.executors.builtin import NoopExecutor
+
+
+def test_keys_are_department_dot_action() -> None:
+    registry = ExecutorRegistry(use_entry_points=False)
+    with pytest.raises(ValueError, match=r"<department>\.<action>"):
+        registry.register("noop", NoopExecutor)
+    registry.register("core.noop", NoopExecutor)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("core.noop", NoopExecutor)
+    assert registry.keys() == ["core.noop"] and "core.noop" in registry
+
+
+def test_unknown_executor_names_the_known_ones() -> None:
+    registry = ExecutorRegistry(use_entry_points=False)
+    registry.register("core.noop", NoopExecutor)
+    with pytest.raises(ExecutorNotFound, match=r"no executor 'dns.record' \(known: core.noop\)"):
+        registry.get("dns.record")
+
+
+def test_entry_points_bring_the_departments() -> None:
+    keys = ExecutorRegistry().keys()
+    for key in ("ipam.allocate", "network.configure", "vmware.vms", "os.playbook", "docs.build"):
+        assert key in keys
+
+
+def test_a_missing_sdk_names_the_extra_that_installs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "needs_vmware.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'pyVmomi'\", name='pyVmomi')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = ExecutorRegistry(use_entry_points=False)
+    registry._entry_points["vmware.vms"] = "needs_vmware:VmsExecutor"  # as an entry point would
+    with pytest.raises(ExecutorUnavailable, match=r"pip install 'infra-automation\[vmware\]'"):
+        registry.get("vmware.vms")
+    sys.modules.pop("needs_vmware", None)
