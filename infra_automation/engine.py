@@ -79,14 +79,17 @@ class EventBus:
         clean = Event(
             run_id=event.run_id, kind=event.kind, step_id=event.step_id, data=data, at=event.at
         )
-        with self._lock:
+        with self._lock:  # the record and the progress view see one global order
             self.recorder.on_event(clean)
             for obs in self.local:
                 self._deliver(_NamedObserver(type(obs).__name__, obs), clean)
-            if clean.kind in DIAGNOSTIC_KINDS:
-                return
-            for named in self.observers:
-                self._deliver(named, clean)
+        if clean.kind in DIAGNOSTIC_KINDS:
+            return
+        # Entry-point observers (the docs writer rewrites pages here) run outside the bus
+        # lock so a slow one never holds up the other steps' events; each step's events come
+        # from one thread, so they still arrive in order per step. Observers lock themselves.
+        for named in self.observers:
+            self._deliver(named, clean)
 
     def _deliver(self, named: _NamedObserver, event: Event) -> None:
         try:
