@@ -18,5 +18,5 @@ infra apply "$REQUEST"
 echo
 project=$(sed -n 's/^project: *//p' "$REQUEST")
 echo "Documentation: docs/projects/$project/index.md (HTML site: site/index.html)"
-echo "Run record:    infra runs list --project $project"
-echo "Remove it:     infra apply requests/example-decommission.yml ; infra lab down"
+echo "Run record:    .venv/bin/infra runs list --project $project"
+echo "Remove it:     .venv/bin/infra apply requests/example-decommission.yml ; .venv/bin/infra lab down"
