@@ -68,7 +68,7 @@ def up(
                 colour = "green" if event == "up" else "red"
                 err.print(f"  {component}: [{colour}]{event}[/] in {seconds:.1f}s", highlight=False)
 
-    err.print(f"lab [bold]{name}[/]: up", highlight=False)
+    err.print(f"lab [bold]{name}[/]: starting", highlight=False)
     try:
         report = lab.up(progress)
     except InfraError as exc:
