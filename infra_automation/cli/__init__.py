@@ -211,7 +211,7 @@ def apply_cmd(
         engine = _engine(docs=not no_docs, observers=observers)
         req = _guard(lambda: engine.load_request(request))
         plan = _guard(lambda: engine.plan(req))
-        result = _guard(lambda: engine.apply(req, check=check, parallel=parallel))
+        result = _guard(lambda: engine.run(plan, check=check, parallel=parallel))
     _report(result, plan, output, junit, engine)
 
 
