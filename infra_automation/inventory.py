@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from infra_automation.exceptions import ConfigurationError
+from infra_automation.files import write_atomic
 from infra_automation.secrets import Secrets
 
 HAND_WRITTEN = "inventory.yml"
@@ -271,9 +272,7 @@ class PoolBinder:
             yield table
             if not write:
                 return
-            tmp = self.file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(table, indent=2, sort_keys=True))
-            tmp.replace(self.file)
+            write_atomic(self.file, json.dumps(table, indent=2, sort_keys=True))
 
 
 BINDERS["static"] = StaticBinder

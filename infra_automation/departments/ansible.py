@@ -51,6 +51,7 @@ from pydantic import (
 from infra_automation.config import STATE_DIR
 from infra_automation.exceptions import ConfigurationError, ExecutorUnavailable
 from infra_automation.executors.base import ExecutorInfo, StepContext
+from infra_automation.files import write_atomic
 from infra_automation.inventory import Host
 from infra_automation.results import Status, StepResult, TargetResult
 from infra_automation.secrets import Secrets, redact
@@ -331,7 +332,7 @@ class AnsibleJob:
             "infra_state_dir": str(self.ctx.root / STATE_DIR),
             "infra_host_passwords": {k: Unsafe(v) for k, v in passwords.items()},
         }
-        _write_private(env / "extravars", dump_extravars(extravars))
+        write_atomic(env / "extravars", dump_extravars(extravars), mode=0o600)
         return inventory
 
     def _passwords(self) -> dict[str, str]:
@@ -528,12 +529,6 @@ def sanitize_artifacts(folder: Path) -> None:
                 masked = redact(text)
                 if masked != text:
                     path.write_text(masked)
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
 
 
 def _stats(raw: Mapping[str, Mapping[str, int]]) -> dict[str, HostStats]:

@@ -17,8 +17,6 @@ ledger never holds a secret either. Files are written atomically (temp file + re
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from infra_automation.docs.safety import scrub, scrub_text, slug
 from infra_automation.events import Event
 from infra_automation.exceptions import ConfigurationError
+from infra_automation.files import write_atomic
 
 LEDGER_VERSION = 1
 DECOMMISSION_SUFFIX = "-decommission"
@@ -395,7 +394,7 @@ class LedgerStore:
 
     def save(self, ledger: ProjectLedger) -> Path:
         path = self.path(ledger.project)
-        atomic_write(path, ledger.model_dump_json(indent=2) + "\n")
+        write_atomic(path, ledger.model_dump_json(indent=2) + "\n")
         return path
 
     def projects(self) -> list[str]:
@@ -420,16 +419,3 @@ class LedgerStore:
             return ProjectLedger.model_validate_json(path.read_text())
         except (ValidationError, json.JSONDecodeError) as exc:
             raise ConfigurationError(f"{path}: not a readable docs ledger: {exc}") from exc
-
-
-def atomic_write(path: Path, content: str) -> None:
-    """Write ``content`` to ``path`` through a temp file in the same folder + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

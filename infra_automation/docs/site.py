@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from infra_automation.docs.ledger import LedgerStore, atomic_write
+from infra_automation.docs.ledger import LedgerStore
 from infra_automation.docs.writer import DocsWriter, docs_dir
 from infra_automation.exceptions import RenderError
+from infra_automation.files import write_atomic
 
 CONFIG_NAME = "mkdocs.yml"
 DEFAULT_CONFIG = """\
@@ -44,10 +45,10 @@ def ensure_config(root: Path) -> Path:
     docs = docs_dir(root)
     if not config.exists():
         relative = docs.relative_to(root) if docs.is_relative_to(root) else docs
-        atomic_write(config, DEFAULT_CONFIG.format(docs_dir=json.dumps(str(relative))))
+        write_atomic(config, DEFAULT_CONFIG.format(docs_dir=json.dumps(str(relative))))
     home = docs / "index.md"
     if not home.exists():
-        atomic_write(home, DEFAULT_HOME)
+        write_atomic(home, DEFAULT_HOME)
     return config
 
 

@@ -21,11 +21,11 @@ from infra_automation.docs.ledger import (
     Resource,
     RunRecord,
     StepRecord,
-    atomic_write,
 )
 from infra_automation.docs.safety import MARKDOWN_HELPERS, display, slug
 from infra_automation.docs.sections import PAGES, SECTIONS, Section, SectionRegistry
 from infra_automation.exceptions import ConfigurationError
+from infra_automation.files import write_atomic
 from infra_automation.render import render_template
 from infra_automation.secrets import REDACTOR
 
@@ -122,7 +122,7 @@ class DocsWriter:
         kept = _manual_text(old) if manual and old is not None else None
         content = self.render(page, kept if kept is not None else DEFAULT_MANUAL)
         if content != old:
-            atomic_write(path, content)
+            write_atomic(path, content)
         return path
 
     def _sections(self, ledger: ProjectLedger) -> dict[str, list[Section]]:

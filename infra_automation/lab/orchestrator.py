@@ -39,6 +39,7 @@ from typing import Any, Protocol, TypeVar, cast
 import yaml
 
 from infra_automation.exceptions import LabError
+from infra_automation.files import write_atomic
 from infra_automation.inventory import GENERATED_DIR, HAND_WRITTEN, SECRETS_FILE
 from infra_automation.lab.base import (
     Fragment,
@@ -254,23 +255,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write ``text`` to a temp file in the same folder with ``mode``, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def ensure_ssh_key(ctx: LabContext) -> Path:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import secrets
 import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from infra_automation.exceptions import LabError
+from infra_automation.files import write_atomic
 from infra_automation.lab.base import (
     Fragment,
     Health,
@@ -69,7 +69,7 @@ class VCenterSim:
         stop_pidfile(pidfile)  # a stale or half-started process of ours
         urlfile.unlink(missing_ok=True)
         binary = self.build(ctx)
-        _write_secret(pwfile, secrets.token_urlsafe(24))
+        write_atomic(pwfile, secrets.token_urlsafe(24) + "\n", mode=0o600)
         env = {
             "VCSIM_PASSWORD_FILE": str(pwfile),
             "VCSIM_URL_FILE": str(urlfile),
@@ -161,13 +161,6 @@ class VCenterSim:
 
 def _paths(state: Path) -> tuple[Path, Path, Path]:
     return state / "vcsim.pid", state / "url", state / "password"
-
-
-def _write_secret(path: Path, value: str) -> None:
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value + "\n")
 
 
 def _port(urlfile: Path) -> int:
