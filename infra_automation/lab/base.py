@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -260,11 +261,20 @@ def ssh_banner(port: int, timeout: float = 2.0) -> bool:
 
 
 def ensure_ssh_key(key: Path, comment: str = "infra-lab") -> Path:
-    """An ed25519 key pair at ``key`` (+ ``.pub``), made once; returns the public key's path."""
+    """An ed25519 key pair at ``key`` (+ ``.pub``), made once; returns the public key's path.
+
+    Made in a temp folder and renamed into place, so a concurrent ``up`` (or a crash) never
+    sees a private key without its public half.
+    """
     pub = key.with_name(key.name + ".pub")
-    if not key.is_file() or not pub.is_file():
-        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key.unlink(missing_ok=True)
-        pub.unlink(missing_ok=True)
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)])
+    if key.is_file() and pub.is_file():
+        return pub
+    key.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(key.parent, 0o700)
+    with tempfile.TemporaryDirectory(dir=key.parent) as tmp:
+        new = Path(tmp) / key.name
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(new)])
+        os.replace(new.with_name(new.name + ".pub"), pub)
+        os.replace(new, key)
+    os.chmod(key, 0o600)
     return pub

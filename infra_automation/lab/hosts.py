@@ -126,7 +126,7 @@ class DebianHosts:
 
     def up(self, ctx: LabContext) -> Fragment:
         image = ensure_image(ctx)
-        pub = ensure_key(ctx.ssh_key)
+        pub = ensure_ssh_key(ctx.ssh_key)
         network = network_name(ctx)
         if not _ok(podman(ctx, "network", "exists", network, check=False)):
             podman(ctx, "network", "create", "--label", f"{LABEL}={ctx.name}", network)
@@ -286,11 +286,6 @@ def _port(ctx: LabContext, cname: str, inner: int) -> int:
 
 
 # --- ssh ------------------------------------------------------------------------------------
-
-
-def ensure_key(key: Path) -> Path:
-    """The lab's key pair (the orchestrator makes it; made here for standalone use)."""
-    return ensure_ssh_key(key)
 
 
 def _wait_ssh(host: str, port: int) -> None:

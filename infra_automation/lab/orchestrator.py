@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,8 +47,8 @@ from infra_automation.lab.base import (
     LabContext,
     LabOptions,
     Missing,
+    ensure_ssh_key,
     pid_alive,
-    run,
     which,
 )
 
@@ -257,36 +256,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def ensure_ssh_key(ctx: LabContext) -> Path:
-    """Create the instance's ed25519 key pair once (``ctx.ssh_key`` and ``.pub``)."""
-    key = ctx.ssh_key
-    pub = key.with_name(key.name + ".pub")
-    if key.is_file() and pub.is_file():
-        return key
-    key.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(key.parent, 0o700)
-    with tempfile.TemporaryDirectory(dir=key.parent) as tmp:
-        new = Path(tmp) / key.name
-        run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                f"infra-{ctx.name}",
-                "-f",
-                str(new),
-            ]
-        )
-        os.replace(new.with_name(new.name + ".pub"), pub)
-        os.replace(new, key)
-    os.chmod(key, 0o600)
-    return key
-
-
 def find_root(start: Path | None = None) -> Path:
     """The project root: the nearest folder (upwards) holding ``inventories/lab/inventory.yml``."""
     here = (start or Path.cwd()).resolve()
@@ -454,7 +423,7 @@ class Lab:
         comps = self.selected(options)
         self._check_requirements()
         ctx = self.context
-        ensure_ssh_key(ctx)
+        ensure_ssh_key(ctx.ssh_key, f"infra-{ctx.name}")
         self._prepare_inventory()
 
         def start(comp: LabComponent) -> Fragment:

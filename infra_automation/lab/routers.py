@@ -153,7 +153,7 @@ class Routers:
         for name in set(self._known(ctx)) - {s.name for s in specs}:
             if error := self._remove(ctx, name):  # fewer routers asked for than last time
                 raise LabError(f"router {name}: {error}")
-        _ensure_key(ctx.ssh_key)
+        ensure_ssh_key(ctx.ssh_key)
         host_key = _ensure_host_key(ctx.dir("routers"))
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         for spec in specs:
@@ -491,11 +491,6 @@ def _sshd_config(ctx: LabContext, paths: RouterPaths, host_key: Path, port: int)
 
 
 # --- system helpers -----------------------------------------------------------------------
-
-
-def _ensure_key(key: Path) -> None:
-    """The lab's client key pair (the orchestrator normally creates it first)."""
-    ensure_ssh_key(key)
 
 
 def _ensure_host_key(folder: Path) -> Path:
