@@ -176,11 +176,17 @@ class Engine:
         """Run an already built plan (e.g. one built with :func:`build_plan` directly)."""
         return self._run(plan, check=check, parallel=parallel)
 
-    def resume(self, run_id: str, *, parallel: int | None = None) -> RunResult:
+    def resume_plan(self, run_id: str) -> Plan:
+        """The plan a resume of ``run_id`` runs: its recorded request, planned again."""
+        old = self.store.get_run(run_id)
+        return self.plan(self.validate(old.request, source=f"run {run_id}"))
+
+    def resume(
+        self, run_id: str, *, parallel: int | None = None, plan: Plan | None = None
+    ) -> RunResult:
         """A new run of ``run_id``'s request that reuses its successful steps."""
         old = self.store.get_run(run_id)
-        request = self.validate(old.request, source=f"run {run_id}")
-        plan = self.plan(request)
+        plan = plan or self.resume_plan(run_id)
         reused = reusable_results(old, plan)
         return self._run(plan, check=old.check, parallel=parallel, reused=reused, resumed=old.id)
 

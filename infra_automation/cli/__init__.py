@@ -206,13 +206,12 @@ def apply_cmd(
     no_docs: NoDocsOpt = False,
 ) -> None:
     """Plan and run a request, with a live view of the steps by department."""
-    _check_output(output, ("text", "json"))
-    with _progress(output) as observers:
-        engine = _engine(docs=not no_docs, observers=observers)
-        req = _guard(lambda: engine.load_request(request))
-        plan = _guard(lambda: engine.plan(req))
-        result = _guard(lambda: engine.run(plan, check=check, parallel=parallel))
-    _report(result, plan, output, junit, engine)
+
+    def work(engine: Engine) -> tuple[Plan, RunResult]:
+        plan = _guard(lambda: engine.plan(engine.load_request(request)))
+        return plan, _guard(lambda: engine.run(plan, check=check, parallel=parallel))
+
+    _execute(work, output, junit, no_docs)
 
 
 @app.command("resume")
@@ -224,11 +223,25 @@ def resume_cmd(
     no_docs: NoDocsOpt = False,
 ) -> None:
     """Re-run the failed, skipped and never-started steps of a run; reuse the others."""
+
+    def work(engine: Engine) -> tuple[Plan, RunResult]:
+        plan = _guard(lambda: engine.resume_plan(run_id))
+        return plan, _guard(lambda: engine.resume(run_id, parallel=parallel, plan=plan))
+
+    _execute(work, output, junit, no_docs)
+
+
+def _execute(
+    work: Callable[[Engine], tuple[Plan, RunResult]],
+    output: str,
+    junit: Path | None,
+    no_docs: bool,
+) -> None:
+    """Run ``work`` with the progress view and observers, then report (and exit)."""
     _check_output(output, ("text", "json"))
     with _progress(output) as observers:
         engine = _engine(docs=not no_docs, observers=observers)
-        result = _guard(lambda: engine.resume(run_id, parallel=parallel))
-        plan = _guard(lambda: engine.plan(engine.validate(engine.store.get_run(run_id).request)))
+        plan, result = work(engine)
     _report(result, plan, output, junit, engine)
 
 

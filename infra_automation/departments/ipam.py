@@ -386,9 +386,7 @@ class LookupExecutor:
 
     def apply(self, ctx: StepContext) -> StepResult:
         try:
-            ipam, pool = _release_setup(ctx)
-            row = ipam.find(ctx.project)
-            _check_pool(row, pool)
+            row = _current(ctx)
         except (ConfigurationError, sa.exc.SQLAlchemyError) as exc:
             return StepResult.failure(str(exc))
         if row is None:
@@ -409,9 +407,7 @@ class ReleaseExecutor:
 
     def preview(self, ctx: StepContext) -> StepResult:
         try:
-            ipam, pool = _release_setup(ctx)
-            row = ipam.find(ctx.project)
-            _check_pool(row, pool)
+            row = _current(ctx)
         except (ConfigurationError, sa.exc.SQLAlchemyError) as exc:
             return StepResult.failure(str(exc))
         return _released(row)
@@ -423,6 +419,14 @@ class ReleaseExecutor:
         except (ConfigurationError, sa.exc.SQLAlchemyError) as exc:
             return StepResult.failure(str(exc))
         return _released(row)
+
+
+def _current(ctx: StepContext) -> Row | None:
+    """The project's allocation as it stands (None if it has none); nothing is written."""
+    ipam, pool = _release_setup(ctx)
+    row = ipam.find(ctx.project)
+    _check_pool(row, pool)
+    return row
 
 
 def _release_setup(ctx: StepContext) -> tuple[Ipam, str | None]:
