@@ -20,10 +20,6 @@ class Status(enum.StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
 
-    @property
-    def done(self) -> bool:
-        return self in (Status.SUCCESS, Status.FAILED, Status.SKIPPED)
-
 
 @dataclass(frozen=True)
 class TargetResult:

@@ -50,8 +50,7 @@ class ExecutorInfo:
     params: type[BaseModel] = NoParams
     outputs: type[BaseModel] = NoOutputs
     supports_check: bool = True
-    idempotent: bool = True
-    requires: tuple[str, ...] = ()  # optional SDK modules, e.g. ("pyVmomi",)
+    requires: tuple[str, ...] = ()  # optional SDK modules, e.g. ("pyVmomi",): checked by get()
     extra: str = ""  # the pip extra that installs them, e.g. "vmware"
 
 

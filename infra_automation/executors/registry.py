@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import threading
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -64,7 +65,9 @@ class ExecutorRegistry:
             factory = _load_target(key, target)
             with self._lock:
                 self._factories.setdefault(key, factory)
-        return factory()
+        executor = factory()
+        _check_requirements(key, executor)
+        return executor
 
     def _load_entry_points(self) -> None:
         if self._loaded:
@@ -75,6 +78,18 @@ class ExecutorRegistry:
             for ep in entry_points(group=ENTRY_POINT_GROUP):
                 self._entry_points.setdefault(ep.name, ep.value)
             self._loaded = True
+
+
+def _check_requirements(key: str, executor: Executor) -> None:
+    """The SDKs an executor declares (imported lazily, inside its code) must be installed:
+    say so now, naming the extra, rather than fail halfway through a run."""
+    info = executor.info
+    missing = [m for m in info.requires if importlib.util.find_spec(m) is None]
+    if missing:
+        extra = info.extra or EXTRAS.get(missing[0], "all")
+        raise ExecutorUnavailable(
+            f"executor {key!r} needs {', '.join(missing)}: pip install 'infra-automation[{extra}]'"
+        )
 
 
 def _check_key(key: str) -> None:

@@ -47,3 +47,18 @@ def test_a_missing_sdk_names_the_extra_that_installs_it(
     with pytest.raises(ExecutorUnavailable, match=r"pip install 'infra-automation\[vmware\]'"):
         registry.get("vmware.vms")
     sys.modules.pop("needs_vmware", None)
+
+
+def test_an_executor_whose_declared_sdk_is_missing_is_unavailable() -> None:
+    from dataclasses import replace
+
+    class NeedsSdk(NoopExecutor):
+        info = replace(NoopExecutor.info, key="dns.record", requires=("no_such_sdk_4711",),
+                       extra="dns")  # fmt: skip
+
+    registry = ExecutorRegistry(use_entry_points=False)
+    registry.register("dns.record", NeedsSdk)
+    with pytest.raises(
+        ExecutorUnavailable, match=r"needs no_such_sdk_4711: pip install 'infra-automation\[dns\]'"
+    ):
+        registry.get("dns.record")
