@@ -8,33 +8,20 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from lab_instance import ROOT, own_instance
 
 from infra_automation.lab.base import Fragment, LabContext, LabOptions
 from infra_automation.lab.hosts import DebianHosts, image_tag, podman_env
 
 pytestmark = pytest.mark.lab
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def htest() -> Iterator[tuple[DebianHosts, LabContext, Fragment]]:
-    ctx = LabContext(
-        name="htest",
-        root=ROOT,
-        state_dir=ROOT / ".lab" / "htest",
-        options=LabOptions(hosts=4),
-    )
-    hosts = DebianHosts()
-    assert hosts.requirements() == []
-    fragment = hosts.up(ctx)
-    try:
-        yield hosts, ctx, fragment
-    finally:
-        hosts.down(ctx)
+    with own_instance(DebianHosts(), "htest", LabOptions(hosts=4)) as instance:
+        yield instance
 
 
 def _podman(ctx: LabContext, *args: str) -> subprocess.CompletedProcess[str]:

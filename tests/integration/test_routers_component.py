@@ -10,33 +10,20 @@ import json
 import socket
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from lab_instance import ROOT, own_instance
 
 from infra_automation.lab.base import Fragment, LabContext, LabOptions, pid_alive, read_pid
 from infra_automation.lab.routers import DAEMONS, Routers
 
 pytestmark = pytest.mark.lab
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def rtest() -> Iterator[tuple[Routers, LabContext, Fragment]]:
-    ctx = LabContext(
-        name="rtest",
-        root=ROOT,
-        state_dir=ROOT / ".lab" / "rtest",
-        options=LabOptions(routers=3),
-    )
-    routers = Routers()
-    assert routers.requirements() == []
-    fragment = routers.up(ctx)
-    try:
-        yield routers, ctx, fragment
-    finally:
-        routers.down(ctx)
+    with own_instance(Routers(), "rtest", LabOptions(routers=3)) as instance:
+        yield instance
 
 
 def _netns() -> set[str]:
