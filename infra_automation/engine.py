@@ -82,24 +82,24 @@ class EventBus:
         with self._lock:  # the record and the progress view see one global order
             self.recorder.on_event(clean)
             for obs in self.local:
-                self._deliver(_NamedObserver(type(obs).__name__, obs), clean)
+                self._deliver(type(obs).__name__, obs, clean)
         if clean.kind in DIAGNOSTIC_KINDS:
             return
         # Entry-point observers (the docs writer rewrites pages here) run outside the bus
         # lock so a slow one never holds up the other steps' events; each step's events come
         # from one thread, so they still arrive in order per step. Observers lock themselves.
         for named in self.observers:
-            self._deliver(named, clean)
+            self._deliver(named.name, named.observer, clean)
 
-    def _deliver(self, named: _NamedObserver, event: Event) -> None:
+    def _deliver(self, name: str, observer: Observer, event: Event) -> None:
         try:
-            named.observer.on_event(event)
+            observer.on_event(event)
         except Exception as exc:  # an observer never aborts a run
             error = Event(
                 run_id=event.run_id,
                 kind="observer.error",
                 step_id=event.step_id,
-                data=redact({"observer": named.name, "event": event.kind, "error": str(exc)}),
+                data=redact({"observer": name, "event": event.kind, "error": str(exc)}),
             )
             self.recorder.on_event(error)
             for obs in self.local:
