@@ -81,7 +81,7 @@ class Scheduler:
         }
         self._steps = {s.id: s for s in plan.steps}
         self._dependents = plan.dependents()
-        self._variables = _base_variables(plan, self.outputs)
+        self._variables = base_variables(plan, self.outputs)
 
     def run(self) -> dict[str, StepResult]:
         """Run every step not already in ``results``; returns results in plan order."""
@@ -250,7 +250,8 @@ class _StepsView(Mapping[str, Mapping[str, Any]]):
         return len(self._outputs)
 
 
-def _base_variables(plan: Plan, outputs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def base_variables(plan: Plan, outputs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """What expressions see: project, service, requester, params, steps.<id>.outputs."""
     return {
         "project": plan.project,
         "service": plan.service,

@@ -6,7 +6,6 @@ where the docs are), and ``infra apply`` prints it (``--output json`` includes i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from infra_automation.catalog import Service
@@ -14,22 +13,13 @@ from infra_automation.exceptions import RenderError
 from infra_automation.planner import Plan
 from infra_automation.render import render_value
 from infra_automation.results import RunResult, Status
+from infra_automation.scheduler import base_variables
 
 
 def service_outputs(service: Service, plan: Plan, result: RunResult) -> dict[str, Any]:
     """Render ``service.outputs``; an output whose steps did not succeed is ``None``."""
-    steps = {
-        sid: {"outputs": dict(r.outputs)}
-        for sid, r in result.steps.items()
-        if r.status is Status.SUCCESS
-    }
-    variables: Mapping[str, Any] = {
-        "project": plan.project,
-        "service": plan.service,
-        "requester": plan.request.requester,
-        "params": dict(plan.request.params),
-        "steps": steps,
-    }
+    outputs = {sid: r.outputs for sid, r in result.steps.items() if r.status is Status.SUCCESS}
+    variables = base_variables(plan, outputs)
     values: dict[str, Any] = {}
     for name, expression in service.outputs.items():
         try:

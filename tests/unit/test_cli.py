@@ -273,3 +273,23 @@ def test_printed_json_and_junit_never_hold_a_secret(
     assert res.exit_code == 1
     assert "no luck" not in res.stdout and "no luck" not in junit.read_text()
     assert json.loads(res.stdout)["steps"]["a"]["error"] == "********"
+
+
+def test_service_outputs_are_printed_and_none_where_a_step_failed(
+    cli: CliRunner, root: Path
+) -> None:
+    import yaml
+
+    for name in ("chain", "broken"):
+        path = root / "catalog" / f"{name}.yml"
+        data = yaml.safe_load(path.read_text())
+        data["outputs"] = {"word": "{{ params.word }}" if name == "chain" else "{{ project }}",
+                           "got": "{{ steps.c.outputs.got }}" if name == "chain"
+                           else "{{ steps.b.outputs.x }}"}  # fmt: skip
+        path.write_text(yaml.safe_dump(data))
+    ok = run(cli, root, "apply", str(root / "requests/chain.yml"), "--no-docs", "-o", "json")
+    assert json.loads(ok.stdout)["outputs"] == {"word": "hi", "got": "hi"}
+    text = run(cli, root, "apply", str(root / "requests/chain.yml"), "--no-docs")
+    assert "got: hi" in text.stdout
+    bad = run(cli, root, "apply", str(root / "requests/broken.yml"), "--no-docs", "-o", "json")
+    assert json.loads(bad.stdout)["outputs"] == {"word": "shop", "got": None}  # b was skipped
