@@ -13,8 +13,10 @@ already passed through :func:`infra_automation.secrets.redact`:
 - ``step.log``      (step_id set) kind (the executor's event kind), plus what it emitted
                     (e.g. {"kind": "task", "host": "debian1", "task": "nginx", "status": "ok"})
 - ``step.finished`` (step_id set) department, executor, status ("success" | "failed" |
-                    "skipped"), changed, error, diff, outputs, targets: list of {target,
-                    status, changed, diff, error, details}, artifacts, started_at,
+                    "skipped"), changed, error, error_kind (None or one of
+                    results.ErrorKind: unreachable, auth, timeout, rejected, invalid,
+                    internal), diff, outputs, targets: list of {target, status, changed,
+                    diff, error, error_kind, details}, artifacts, started_at,
                     finished_at (ISO 8601 or None), duration (seconds or None), reused (bool:
                     True when resume reused an earlier run's result)
 - ``run.finished``  status ("success" | "failed"), failed_steps, skipped_steps, changed,

@@ -64,6 +64,7 @@ steps = sa.Table(
     sa.Column("changed", sa.Boolean, nullable=False, default=False),
     sa.Column("reused", sa.Boolean, nullable=False, default=False),
     sa.Column("error", sa.Text),
+    sa.Column("error_kind", sa.String(20)),
     sa.Column("diff", sa.Text, nullable=False, default=""),
     sa.Column("outputs", sa.Text, nullable=False, default="{}"),
     sa.Column("targets", sa.Text, nullable=False, default="[]"),
@@ -90,6 +91,7 @@ FINISHED_COLUMNS = (
     "changed",
     "reused",
     "error",
+    "error_kind",
     "diff",
     "outputs",
     "targets",
@@ -278,6 +280,7 @@ def _finished_columns(data: Mapping[str, Any]) -> dict[str, Any]:
         "changed": bool(data.get("changed", False)),
         "reused": bool(data.get("reused", False)),
         "error": data.get("error"),
+        "error_kind": data.get("error_kind"),
         "diff": data.get("diff") or "",
         "outputs": _dumps(data.get("outputs") or {}),
         "targets": _dumps(data.get("targets") or []),
@@ -304,6 +307,7 @@ class StepRecord:
     changed: bool
     reused: bool
     error: str | None
+    error_kind: str | None
     diff: str
     outputs: Mapping[str, Any]
     targets: tuple[Mapping[str, Any], ...]
@@ -426,6 +430,7 @@ def _step(row: sa.RowMapping) -> StepRecord:
         changed=bool(row["changed"]),
         reused=bool(row["reused"]),
         error=row["error"],
+        error_kind=row["error_kind"],
         diff=row["diff"] or "",
         outputs=json.loads(row["outputs"]),
         targets=tuple(json.loads(row["targets"])),

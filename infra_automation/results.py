@@ -11,6 +11,20 @@ from typing import Any
 from infra_automation.exceptions import StepsFailed
 
 
+class ErrorKind(enum.StrEnum):
+    """Why a step or target failed: what a UI shows and a retry policy decides on.
+
+    Mapped at each executor's edge (:func:`error_kind_of` maps the exception tree).
+    """
+
+    UNREACHABLE = "unreachable"  # the target did not answer (connection refused, no route)
+    AUTH = "auth"  # the target refused our credentials
+    TIMEOUT = "timeout"  # the target did not answer in time
+    REJECTED = "rejected"  # the target refused the change (config line, vSphere fault, play)
+    INVALID = "invalid"  # our input was wrong (params, outputs, configuration, a template)
+    INTERNAL = "internal"  # a bug or an unexpected failure on our side
+
+
 class Status(enum.StrEnum):
     """Lifecycle of a step (and of a run)."""
 
@@ -31,6 +45,7 @@ class TargetResult:
     diff: str = ""
     error: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    error_kind: ErrorKind | None = None
 
     @property
     def failed(self) -> bool:
@@ -50,6 +65,7 @@ class StepResult:
     artifacts: Mapping[str, str] = field(default_factory=dict)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    error_kind: ErrorKind | None = None
 
     @property
     def failed(self) -> bool:
@@ -88,6 +104,7 @@ class StepResult:
         cls,
         error: str,
         *,
+        kind: ErrorKind = ErrorKind.INTERNAL,
         changed: bool = False,
         diff: str = "",
         outputs: Mapping[str, Any] | None = None,
@@ -102,6 +119,7 @@ class StepResult:
             error=error,
             targets=targets,
             artifacts=dict(artifacts or {}),
+            error_kind=kind,
         )
 
     @classmethod
@@ -120,6 +138,7 @@ class StepResult:
             if t.diff
         )
         error = "; ".join(f"{t.target}: {t.error}" for t in failed) or None
+        kinds = [t.error_kind or ErrorKind.INTERNAL for t in failed]
         return cls(
             status=Status.FAILED if failed else Status.SUCCESS,
             changed=any(t.changed for t in targets),
@@ -128,7 +147,46 @@ class StepResult:
             error=error,
             targets=targets,
             artifacts=dict(artifacts or {}),
+            error_kind=worst_kind(kinds),
         )
+
+
+# When targets of one step fail for different reasons, the step shows the first of these.
+KIND_ORDER = tuple(ErrorKind)
+
+
+def worst_kind(kinds: list[ErrorKind]) -> ErrorKind | None:
+    """The kind a step shows for its failed targets' kinds (None when nothing failed)."""
+    return min(kinds, key=KIND_ORDER.index) if kinds else None
+
+
+def error_kind_of(exc: BaseException) -> ErrorKind:
+    """The kind of an exception that reached an executor's edge or the step boundary."""
+    from infra_automation.exceptions import (
+        ConfigurationError,
+        PlanningError,
+        RenderError,
+        RequestValidationError,
+        TargetAuthError,
+        TargetRejected,
+        TargetTimeout,
+        TargetUnreachable,
+    )
+
+    table: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], ErrorKind], ...] = (
+        (TargetAuthError, ErrorKind.AUTH),
+        ((TargetTimeout, TimeoutError), ErrorKind.TIMEOUT),
+        ((TargetUnreachable, ConnectionError), ErrorKind.UNREACHABLE),
+        (TargetRejected, ErrorKind.REJECTED),
+        (
+            (ConfigurationError, PlanningError, RenderError, RequestValidationError),
+            ErrorKind.INVALID,
+        ),
+    )
+    for types, kind in table:
+        if isinstance(exc, types):
+            return kind
+    return ErrorKind.INTERNAL
 
 
 @dataclass(frozen=True)

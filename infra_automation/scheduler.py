@@ -32,7 +32,7 @@ from infra_automation.executors.base import Executor, RunResources, StepContext
 from infra_automation.executors.registry import ExecutorRegistry
 from infra_automation.planner import Plan, PlannedStep
 from infra_automation.render import render_value
-from infra_automation.results import Status, StepResult
+from infra_automation.results import ErrorKind, Status, StepResult, error_kind_of
 from infra_automation.validation import check_safe_text
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from infra_automation.secrets import Secrets
 
 Emit = Callable[[Event], None]
+INVALID = ErrorKind.INVALID
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ class Scheduler:
         try:
             result = self._run_step(step)
         except Exception as exc:  # the step boundary: nothing escapes a step
-            result = StepResult.failure(f"{type(exc).__name__}: {exc}")
+            result = StepResult.failure(f"{type(exc).__name__}: {exc}", kind=error_kind_of(exc))
         result = result.with_timings(started, utcnow())
         self.emit(self._event("step.finished", step.id, finished_payload(step, result)))
         return result
@@ -167,16 +168,19 @@ class Scheduler:
             params = info.params.model_validate(self._render(step.params, step.id, "params"))
             targets = self._targets(step)
         except ValidationError as exc:
-            return StepResult.failure("invalid params: " + _field_errors(exc))
-        except (InfraError, ValueError) as exc:
-            return StepResult.failure(str(exc))
+            return StepResult.failure("invalid params: " + _field_errors(exc), kind=INVALID)
+        except InfraError as exc:
+            return StepResult.failure(str(exc), kind=error_kind_of(exc))
+        except ValueError as exc:
+            return StepResult.failure(str(exc), kind=INVALID)
         result = self._call(executor, self._context(step, params, targets))
         return self._checked_outputs(result, info.outputs)
 
     def _call(self, executor: Executor, ctx: StepContext) -> StepResult:
         result = executor.preview(ctx) if self.env.check else executor.apply(ctx)
         if not isinstance(result, StepResult):
-            return StepResult.failure(f"executor returned {type(result).__name__}, not StepResult")
+            name = type(result).__name__
+            return StepResult.failure(f"executor returned {name}, not StepResult")
         return result
 
     def _checked_outputs(self, result: StepResult, model: type[BaseModel]) -> StepResult:
@@ -185,9 +189,8 @@ class Scheduler:
         try:
             outputs = model.model_validate(dict(result.outputs)).model_dump(mode="json")
         except ValidationError as exc:
-            return replace(
-                result, status=Status.FAILED, error="invalid outputs: " + _field_errors(exc)
-            )
+            error = "invalid outputs: " + _field_errors(exc)
+            return replace(result, status=Status.FAILED, error=error, error_kind=INVALID)
         return replace(result, outputs=outputs)
 
     def _render(self, value: Any, sid: str, where: str) -> Any:
@@ -287,6 +290,7 @@ def finished_payload(
         "status": result.status.value,
         "changed": result.changed,
         "error": result.error,
+        "error_kind": result.error_kind.value if result.error_kind else None,
         "diff": result.diff,
         "outputs": dict(result.outputs),
         "targets": [
@@ -296,6 +300,7 @@ def finished_payload(
                 "changed": t.changed,
                 "diff": t.diff,
                 "error": t.error,
+                "error_kind": t.error_kind.value if t.error_kind else None,
                 "details": dict(t.details),
             }
             for t in result.targets

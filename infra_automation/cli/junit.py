@@ -34,7 +34,8 @@ def junit_xml(result: RunResult, plan: Plan) -> str:
         if res is None:
             ET.SubElement(case, "skipped", message="never started")
         elif res.status is Status.FAILED:
-            failure = ET.SubElement(case, "failure", message=res.error or "failed")
+            kind = res.error_kind.value if res.error_kind else "internal"
+            failure = ET.SubElement(case, "failure", message=res.error or "failed", type=kind)
             failure.text = res.diff or res.error or ""
         elif res.status is Status.SKIPPED:
             ET.SubElement(case, "skipped", message=res.error or "skipped")

@@ -88,6 +88,7 @@ def result_dict(result: RunResult) -> dict[str, Any]:
                 "status": r.status.value,
                 "changed": r.changed,
                 "error": r.error,
+                "error_kind": r.error_kind.value if r.error_kind else None,
                 "duration": r.duration,
                 "outputs": dict(r.outputs),
                 "diff": r.diff,
@@ -120,9 +121,16 @@ def result_table(result: RunResult, plan: Plan) -> Table:
             _styled(r.status.value),
             "yes" if r.changed else "",
             _secs(r.duration),
-            escape(r.error or ""),
+            escape(shown_error(r.error, r.error_kind)),
         )
     return table
+
+
+def shown_error(error: str | None, kind: str | None) -> str:
+    """``[kind] message`` as tables, JUnit and docs show a failure."""
+    if not error:
+        return ""
+    return f"[{kind}] {error}" if kind else error
 
 
 def run_dict(run: RunRecord) -> dict[str, Any]:
@@ -148,6 +156,7 @@ def run_dict(run: RunRecord) -> dict[str, Any]:
                 "changed": s.changed,
                 "reused": s.reused,
                 "error": s.error,
+                "error_kind": s.error_kind,
                 "diff": s.diff,
                 "outputs": dict(s.outputs),
                 "targets": [dict(t) for t in s.targets],
@@ -193,7 +202,7 @@ def run_view(run: RunRecord) -> RenderableType:
             status,
             "yes" if s.changed else "",
             _secs(s.duration),
-            escape(s.error or ""),
+            escape(shown_error(s.error, s.error_kind)),
         )
     return Group(header, table)
 
