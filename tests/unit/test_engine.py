@@ -165,6 +165,7 @@ def test_events_and_their_payloads(engine: Engine, request_for: Make, collector:
         "status",
         "changed",
         "error",
+        "error_kind",
         "diff",
         "outputs",
         "targets",
