@@ -9,6 +9,7 @@ APT_PACKAGES=(
   golang-go golang-github-vmware-govmomi-dev   # vcsim, built from Debian's govmomi sources
   frr openssh-server iproute2                   # FRRouting routers in namespaces, sshd per router
   podman runc debootstrap openssh-client        # Debian hosts as rootful podman containers
+  postgresql redis-server                       # the service's shared state and broker (tests)
   git make ca-certificates
 )
 

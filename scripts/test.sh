@@ -8,6 +8,9 @@ scripts/bootstrap.sh
 VENV=${VENV:-.venv}
 export PATH="$PWD/$VENV/bin:$PATH"
 export ANSIBLE_HOME="$PWD/.infra/ansible-home"
+# PostgreSQL and Redis on 127.0.0.1 (scripts/services.sh): the database suites run on both
+# SQLite and PostgreSQL.
+eval "$(scripts/services.sh)"
 
 echo "==> ruff"
 ruff check .
