@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -54,7 +53,8 @@ from pydantic import (
     model_validator,
 )
 
-from infra_automation.exceptions import CatalogError
+from infra_automation import yamlio
+from infra_automation.exceptions import CatalogError, InputFileError
 from infra_automation.validation import NAME_RE, check_safe_text
 
 STEP_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -269,9 +269,9 @@ class Catalog:
 def load_service(path: Path) -> Service:
     """Read and validate one service file; errors name the file and the fields."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise CatalogError(f"{path}: cannot read service: {exc}") from exc
+        data = yamlio.load(path)
+    except InputFileError as exc:
+        raise CatalogError(f"cannot read service: {exc}") from exc
     try:
         return Service.model_validate(data)
     except ValidationError as exc:

@@ -4,7 +4,8 @@
 
     InfraError
     ├── ConfigurationError            settings, catalog or inventory files are wrong
-    │   └── CatalogError              a service definition is invalid or missing
+    │   ├── CatalogError              a service definition is invalid or missing
+    │   └── InputFileError            a YAML input file cannot be read or parsed (file, line)
     ├── RequestValidationError        a service request failed validation (carries field errors)
     ├── PlanningError                 the plan cannot be built
     │   ├── CycleError                steps depend on each other in a loop (names the cycle)
@@ -22,6 +23,8 @@
     ├── RunError
     │   ├── RunLocked                 another run of the same project is active
     │   ├── RunNotFound
+    │   ├── RecordError               the run record cannot be written or read (locked, disk full)
+    │   ├── ResumeRefused             finished steps changed definition since the run (lists them)
     │   └── StepsFailed               raised by RunResult.raise_for_status()
     └── LabError                      the local lab cannot be started / is missing packages
 
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -147,6 +151,10 @@ class RunNotFound(RunError):
     """No run with that id."""
 
 
+class RecordError(RunError):
+    """The run record cannot be written or read (database locked past its timeout, disk full)."""
+
+
 class StepsFailed(RunError):
     """One or more steps failed; carries the run result."""
 
@@ -158,3 +166,33 @@ class StepsFailed(RunError):
 
 class LabError(InfraError):
     """The local lab cannot be started, or something it needs is missing."""
+
+
+class InputFileError(ConfigurationError):
+    """A YAML input file (request, catalog, inventory, secrets) cannot be read or parsed.
+
+    Names the file and, where known, the line and column; never quotes the file's content.
+    """
+
+    def __init__(
+        self, path: Path, problem: str, *, line: int | None = None, column: int | None = None
+    ) -> None:
+        self.path = path
+        self.problem = problem
+        self.line = line
+        self.column = column
+        where = f"{path}:{line}:{column}" if line is not None else str(path)
+        super().__init__(f"{where}: {problem}")
+
+
+class ResumeRefused(RunError):
+    """A resume was asked to refuse, and finished steps of the run changed definition."""
+
+    def __init__(self, run_id: str, changes: Sequence[str]) -> None:
+        self.run_id = run_id
+        self.changes = tuple(changes)
+        lines = "\n".join(f"  - {c}" for c in self.changes)
+        super().__init__(
+            f"run {run_id}: the definition of finished steps changed since it ran:\n{lines}\n"
+            "re-run them (the default) or apply the request again"
+        )

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
+from infra_automation import yamlio
 from infra_automation.catalog import Catalog, Service
-from infra_automation.exceptions import FieldError, RequestValidationError
+from infra_automation.exceptions import FieldError, InputFileError, RequestValidationError
 from infra_automation.validation import Name, SafeText
 
 PATH_PATTERN = r"^[A-Za-z0-9._/-]+$"
@@ -86,18 +86,14 @@ def params_model(service: Service) -> type[BaseModel]:
 
 
 def read_request(path: str | Path) -> dict[str, Any]:
-    """The raw mapping of a request file."""
+    """The raw mapping of a request file (see :mod:`infra_automation.yamlio` for the checks:
+    a regular UTF-8 file of at most 1 MiB, no duplicate key, no alias, limited nesting)."""
     file = Path(path)
     try:
-        data = yaml.safe_load(file.read_text())
-    except OSError as exc:
-        raise RequestValidationError(
-            [FieldError("file", f"cannot read {file}: {exc}")], str(file)
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise RequestValidationError(
-            [FieldError("file", f"not valid YAML: {exc}")], str(file)
-        ) from exc
+        data = yamlio.load(file, aliases=False, max_bytes=yamlio.REQUEST_MAX_BYTES)
+    except InputFileError as exc:
+        where = f"line {exc.line}, column {exc.column}: " if exc.line is not None else ""
+        raise RequestValidationError([FieldError("file", where + exc.problem)], str(file)) from exc
     if not isinstance(data, dict):
         raise RequestValidationError([FieldError("(top)", "expected a mapping")], str(file))
     return data

@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 
 from infra_automation.cli import render
-from infra_automation.cli.junit import write_junit
+from infra_automation.cli.junit import check_report_path, write_junit
 from infra_automation.config import Settings, load_plugins, load_settings
 from infra_automation.docs.cli import app as docs_app
 from infra_automation.engine import Engine
@@ -33,6 +33,7 @@ from infra_automation.lab.cli import app as lab_app
 from infra_automation.planner import Plan
 from infra_automation.progress import LiveProgress, PlainProgress
 from infra_automation.results import RunResult
+from infra_automation.secrets import redact, remember_url_password, safe_url
 from infra_automation.summary import service_outputs
 
 app = typer.Typer(
@@ -68,7 +69,17 @@ class State:
     root: Path | None = None
 
     def settings(self) -> Settings:
-        return load_settings(self.root)
+        settings = load_settings(self.root)
+        remember_url_password(settings.database_url)  # error messages may quote the URL
+        return settings
+
+    def shown(self, message: str) -> str:
+        """A message fit to print: no secret, no database password."""
+        try:
+            url = load_settings(self.root).database_url
+        except InfraError:
+            return str(redact(message))
+        return str(redact(message.replace(url, safe_url(url))))
 
 
 STATE = State()
@@ -109,13 +120,14 @@ def main() -> None:
 
 
 def _fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
-    err.print(f"[bold red]error[/]: {render.escape(message)}")
+    err.print(f"[bold red]error[/]: {render.escape(STATE.shown(message))}")
     raise typer.Exit(code)
 
 
 @contextmanager
 def _errors() -> Iterator[None]:
-    """Library errors become messages on stderr and exit code 2."""
+    """Library errors (and files or folders that cannot be used) become messages on stderr
+    and exit code 2."""
     try:
         yield
     except RequestValidationError as exc:
@@ -123,11 +135,14 @@ def _errors() -> Iterator[None]:
         for field_error in exc.errors:
             err.print(
                 f"  - [bold]{render.escape(field_error.field)}[/]: "
-                f"{render.escape(field_error.message)}"
+                f"{render.escape(STATE.shown(field_error.message))}"
             )
         raise typer.Exit(EXIT_INVALID) from None
     except InfraError as exc:
         _fail(f"{type(exc).__name__}: {exc}")
+    except OSError as exc:  # e.g. .infra cannot be created: the project root is not writable
+        where = f" {exc.filename}" if exc.filename else ""
+        _fail(f"cannot use{where}: {exc.strerror or exc}")
 
 
 def _guard(fn: Callable[[], T]) -> T:
@@ -207,11 +222,13 @@ def apply_cmd(
 ) -> None:
     """Plan and run a request, with a live view of the steps by department."""
 
-    def work(engine: Engine) -> tuple[Plan, RunResult]:
-        plan = _guard(lambda: engine.plan(engine.load_request(request)))
-        return plan, _guard(lambda: engine.run(plan, check=check, parallel=parallel))
-
-    _execute(work, output, junit, no_docs)
+    _execute(
+        lambda engine: engine.plan(engine.load_request(request)),
+        lambda engine, plan: engine.run(plan, check=check, parallel=parallel),
+        output,
+        junit,
+        no_docs,
+    )
 
 
 @app.command("resume")
@@ -224,24 +241,31 @@ def resume_cmd(
 ) -> None:
     """Re-run the failed, skipped and never-started steps of a run; reuse the others."""
 
-    def work(engine: Engine) -> tuple[Plan, RunResult]:
-        plan = _guard(lambda: engine.resume_plan(run_id))
-        return plan, _guard(lambda: engine.resume(run_id, parallel=parallel, plan=plan))
-
-    _execute(work, output, junit, no_docs)
+    _execute(
+        lambda engine: engine.resume_plan(run_id),
+        lambda engine, plan: engine.resume(run_id, parallel=parallel, plan=plan),
+        output,
+        junit,
+        no_docs,
+    )
 
 
 def _execute(
-    work: Callable[[Engine], tuple[Plan, RunResult]],
+    prepare: Callable[[Engine], Plan],
+    work: Callable[[Engine, Plan], RunResult],
     output: str,
     junit: Path | None,
     no_docs: bool,
 ) -> None:
-    """Run ``work`` with the progress view and observers, then report (and exit)."""
+    """Plan, check that the report can be written, run ``work`` with the progress view and
+    observers, then report (and exit). A bad ``--junit`` path is refused before anything runs."""
     _check_output(output, ("text", "json"))
     with _progress(output) as observers:
         engine = _engine(docs=not no_docs, observers=observers)
-        plan, result = work(engine)
+        plan = _guard(lambda: prepare(engine))
+        if junit is not None:
+            _guard(lambda: check_report_path(junit))
+        result = _guard(lambda: work(engine, plan))
     _report(result, plan, output, junit, engine)
 
 
@@ -256,9 +280,9 @@ def _progress(output: str) -> Iterator[list[Observer]]:
 
 
 def _report(result: RunResult, plan: Plan, output: str, junit: Path | None, engine: Engine) -> None:
+    """The result on stdout first, then the JUnit file: a report that cannot be written (the
+    path was checked before the run) is an error on stderr; the exit code stays the run's."""
     result = result.redacted()  # what is printed or written for CI never holds a secret
-    if junit is not None:
-        write_junit(junit, result, plan)
     outputs = service_outputs(engine.catalog().get(plan.service), plan, result)
     if output == "json":
         _json({**render.result_dict(result), "outputs": outputs})
@@ -267,7 +291,18 @@ def _report(result: RunResult, plan: Plan, output: str, junit: Path | None, engi
         for name, value in outputs.items():
             shown = ", ".join(map(str, value)) if isinstance(value, list) else value
             out.print(f"[bold]{render.escape(name)}[/]: {render.escape(str(shown))}")
-    raise typer.Exit(EXIT_FAILED if result.failed else EXIT_OK)
+    code = EXIT_FAILED if result.failed else EXIT_OK
+    if junit is not None:
+        try:
+            write_junit(junit, result, plan)
+        except OSError as exc:
+            status = "failed" if result.failed else "succeeded"
+            err.print(
+                f"[bold red]error[/]: run {render.escape(result.run_id)} {status}, but its "
+                f"JUnit report could not be written to {render.escape(str(junit))}: "
+                f"{render.escape(exc.strerror or str(exc))}"
+            )
+    raise typer.Exit(code)
 
 
 # --- runs -------------------------------------------------------------------------------------
@@ -332,4 +367,4 @@ def requests_changed(
         _json(shown)
     else:
         for path in shown:
-            typer.echo(path)
+            typer.echo(render.visible(path))

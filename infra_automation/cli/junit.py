@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from infra_automation.exceptions import ConfigurationError
+from infra_automation.files import write_atomic
 from infra_automation.planner import Plan
 from infra_automation.results import RunResult, Status
 
@@ -47,6 +52,24 @@ def junit_xml(result: RunResult, plan: Plan) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
+def check_report_path(path: Path) -> None:
+    """Refuse, before a run, a path where the report could not be written: a folder, a path
+    under a file, a folder that cannot be created or written. Creates missing parent folders
+    and leaves nothing else behind."""
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a folder", str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(probe)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"--junit {path}: the report cannot be written there ({exc.strerror or exc})"
+        ) from exc
+
+
 def write_junit(path: Path, result: RunResult, plan: Plan) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(junit_xml(result, plan))
+    """Write the report atomically (a reader never sees half of it)."""
+    write_atomic(path, junit_xml(result, plan))

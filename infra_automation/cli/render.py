@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -15,9 +16,37 @@ from infra_automation.progress import STYLES
 from infra_automation.record import EventRecord, RunRecord
 from infra_automation.results import RunResult
 
+# Characters a terminal acts on or reorders: C0/C1 controls (ESC starts colour and cursor
+# sequences), bidi overrides and isolates, line/paragraph separators, zero-width formatting.
+_KEPT = frozenset("\n\t")
+_SHOWN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def _visible_char(char: str) -> str:
+    if char in _KEPT or unicodedata.category(char) not in _SHOWN_CATEGORIES:
+        return char
+    code = ord(char)
+    return (
+        f"\\x{code:02x}"
+        if code < 0x100
+        else f"\\u{code:04x}"
+        if code < 0x10000
+        else f"\\U{code:08x}"
+    )
+
+
+def visible(text: str) -> str:
+    """``text`` with every control, bidi or invisible formatting character written as an
+    escape (``\\x1b``, ``\\u202e``): user text printed to a terminal can neither colour it,
+    move its cursor nor reorder what the reader sees."""
+    if text.isprintable():
+        return text
+    return "".join(_visible_char(c) for c in text)
+
 
 def escape(text: str) -> str:
-    return _escape(text)
+    """User text for rich markup: controls made visible, then markup escaped."""
+    return _escape(visible(text))
 
 
 def _styled(status: str) -> Text:
@@ -42,7 +71,7 @@ def catalog_table(catalog: Catalog) -> Table:
     table = Table("service", "owner", "steps", "description", title="catalog")
     for name in catalog.names():
         s = catalog.services[name]
-        table.add_row(name, s.owner, str(len(s.steps)), s.description)
+        table.add_row(escape(name), escape(s.owner), str(len(s.steps)), escape(s.description))
     return table
 
 
@@ -55,12 +84,16 @@ def service_view(service: Service) -> RenderableType:
             if k not in ("type", "default", "description", "required")
         }
         default = "(required)" if p.is_required else repr(p.default)
-        params.add_row(name, p.type, default, escape(str(rules or "")), p.description)
+        params.add_row(
+            escape(name), p.type, escape(default), escape(str(rules or "")), escape(p.description)
+        )
     steps = Table("department", "step", "executor", "needs", "when", title="steps")
     for s in service.steps:
         when = "" if s.when is None else str(s.when)
-        steps.add_row(s.department, s.id, s.executor, ", ".join(s.needs), escape(when))
-    header = Text(f"{service.name} (owner {service.owner or '-'}): {service.description}")
+        steps.add_row(
+            escape(s.department), s.id, s.executor, escape(", ".join(s.needs)), escape(when)
+        )
+    header = Text(visible(f"{service.name} (owner {service.owner or '-'}): {service.description}"))
     return Group(header, params, steps)
 
 
@@ -68,9 +101,10 @@ def plan_table(plan: Plan) -> Table:
     title = f"plan: {plan.service} for project {plan.project}"
     if plan.left_out:
         title += f" (left out: {', '.join(plan.left_out)})"
-    table = Table("wave", "department", "step", "executor", "needs", title=title)
+    table = Table("wave", "department", "step", "executor", "needs", title=escape(title))
     for s in plan.steps:
-        table.add_row(str(s.wave), s.department, s.id, s.executor, ", ".join(s.needs))
+        cells = (s.department, s.id, s.executor, ", ".join(s.needs))
+        table.add_row(str(s.wave), *(escape(c) for c in cells))
     return table
 
 
@@ -113,11 +147,11 @@ def result_table(result: RunResult, plan: Plan) -> Table:
     for s in plan.steps:
         r = result.steps.get(s.id)
         if r is None:
-            table.add_row(s.department, s.id, _styled("pending"), "", "", "")
+            table.add_row(escape(s.department), escape(s.id), _styled("pending"), "", "", "")
             continue
         table.add_row(
-            s.department,
-            s.id,
+            escape(s.department),
+            escape(s.id),
             _styled(r.status.value),
             "yes" if r.changed else "",
             _secs(r.duration),
@@ -176,9 +210,9 @@ def runs_table(runs: list[RunRecord]) -> Table:
     for r in runs:
         mode = " (check)" if r.check else ""
         table.add_row(
-            r.id,
-            r.project,
-            r.service,
+            escape(r.id),
+            escape(r.project),
+            escape(r.service),
             _styled(r.status) + mode,
             f"{r.started_at:%Y-%m-%d %H:%M:%S}",
             r.resumed_from or "",
@@ -188,17 +222,17 @@ def runs_table(runs: list[RunRecord]) -> Table:
 
 def run_view(run: RunRecord) -> RenderableType:
     header = Text.assemble(
-        f"run {run.id}: {run.service} for project {run.project} ",
+        visible(f"run {run.id}: {run.service} for project {run.project} "),
         _styled(run.status),
         f"{' (check)' if run.check else ''}, started {run.started_at:%Y-%m-%d %H:%M:%S}",
-        f", resumed from {run.resumed_from}" if run.resumed_from else "",
+        visible(f", resumed from {run.resumed_from}") if run.resumed_from else "",
     )
     table = Table("department", "step", "status", "changed", "time", "error")
     for s in run.steps:
         status = _styled(s.status) + (" (reused)" if s.reused else "")
         table.add_row(
-            s.department,
-            s.step_id,
+            escape(s.department),
+            escape(s.step_id),
             status,
             "yes" if s.changed else "",
             _secs(s.duration),
@@ -221,5 +255,6 @@ def events_table(events: list[EventRecord]) -> Table:
     table = Table("at", "kind", "step", "data", title="events")
     for e in events:
         brief = {k: v for k, v in e.data.items() if k not in ("plan", "request", "outputs")}
-        table.add_row(f"{e.at:%H:%M:%S.%f}", e.kind, e.step_id or "", escape(str(brief))[:200])
+        cells = (e.kind, e.step_id or "", str(brief)[:200])
+        table.add_row(f"{e.at:%H:%M:%S.%f}", *(escape(c) for c in cells))
     return table

@@ -13,6 +13,7 @@ from infra_automation.docs.ledger import LedgerStore
 from infra_automation.docs.site import build_site, mkdocs_available
 from infra_automation.docs.writer import DocsWriter
 from infra_automation.exceptions import InfraError
+from infra_automation.secrets import redact
 
 app = typer.Typer(help="As-built project documentation.", no_args_is_help=True)
 out = Console(highlight=False)
@@ -42,8 +43,11 @@ def build(
         writer = DocsWriter(base)
         for name in [project] if project else store.projects():
             pages = writer.write_project(store.load(name))
-            out.print(f"{name}: {len(pages)} pages in {writer.project_dir(name)}", markup=False)
+            _say(f"{name}: {len(pages)} pages in {writer.project_dir(name)}")
         out.print(f"index: {writer.write_index(store.all())}", markup=False)
+        broken = store.broken()
+        for _, reason in broken:
+            _error(f"{reason} (left out of the docs; the other projects are written)")
         if site:
             if not mkdocs_available():
                 _error("mkdocs is not installed: pip install 'infra-automation[docs]'")
@@ -52,7 +56,19 @@ def build(
     except InfraError as exc:
         _error(str(exc))
         raise typer.Exit(1) from exc
+    if broken:
+        raise typer.Exit(1)
+
+
+def _visible(text: str) -> str:
+    from infra_automation.cli.render import visible  # here: infra_automation.cli imports us
+
+    return visible(text)
+
+
+def _say(message: str) -> None:
+    out.print(_visible(message), markup=False)
 
 
 def _error(message: str) -> None:
-    err.print("error: " + message, style="red", markup=False)
+    err.print("error: " + _visible(str(redact(message))), style="red", markup=False)

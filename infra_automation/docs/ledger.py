@@ -16,7 +16,7 @@ ledger never holds a secret either. Files are written atomically (temp file + re
 
 from __future__ import annotations
 
-import json
+import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ from infra_automation.docs.safety import scrub, scrub_text, slug
 from infra_automation.events import Event
 from infra_automation.exceptions import ConfigurationError
 from infra_automation.files import write_atomic
+
+log = logging.getLogger(__name__)
 
 LEDGER_VERSION = 1
 DECOMMISSION_SUFFIX = "-decommission"
@@ -401,10 +403,26 @@ class LedgerStore:
         return sorted(ledger.project for ledger in self.all())
 
     def all(self) -> Iterator[ProjectLedger]:
-        if not self.folder.is_dir():
-            return
-        for path in sorted(self.folder.glob("*.json")):
-            yield self._read(path)
+        """Every readable ledger; a corrupt one is left out (see :meth:`broken`) and logged,
+        so that one bad file never hides the other projects."""
+        for path in self._paths():
+            try:
+                yield self._read(path)
+            except ConfigurationError as exc:
+                log.warning("%s", exc)
+
+    def broken(self) -> list[tuple[Path, str]]:
+        """The ledgers that cannot be read, with the reason."""
+        found: list[tuple[Path, str]] = []
+        for path in self._paths():
+            try:
+                self._read(path)
+            except ConfigurationError as exc:
+                found.append((path, str(exc)))
+        return found
+
+    def _paths(self) -> list[Path]:
+        return sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []
 
     def find_run(self, run_id: str) -> str | None:
         """The project a run belongs to, by looking through the ledgers."""
@@ -416,6 +434,11 @@ class LedgerStore:
     @staticmethod
     def _read(path: Path) -> ProjectLedger:
         try:
-            return ProjectLedger.model_validate_json(path.read_text())
-        except (ValidationError, json.JSONDecodeError) as exc:
+            return ProjectLedger.model_validate_json(path.read_bytes())
+        except ValidationError as exc:
+            reasons = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()
+            )  # without the input: the file's content is not repeated
+            raise ConfigurationError(f"{path}: not a readable docs ledger: {reasons}") from exc
+        except OSError as exc:
             raise ConfigurationError(f"{path}: not a readable docs ledger: {exc}") from exc

@@ -37,6 +37,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 import yaml
 
+from infra_automation import yamlio
 from infra_automation.exceptions import LabError
 from infra_automation.files import write_atomic
 from infra_automation.inventory import GENERATED_DIR, HAND_WRITTEN, SECRETS_FILE
@@ -590,7 +591,9 @@ class Lab:
         path = self.generated_dir / SECRETS_FILE
         old: dict[str, Any] = {}
         if path.is_file():
-            old = yaml.safe_load(path.read_text()) or {}
+            old = yamlio.load_mapping(
+                path, literal=True, secret=True, aliases=False, max_bytes=yamlio.SECRETS_MAX_BYTES
+            )
         return {name: str(old.get(name) or token_urlsafe(18)) for name in LAB_SECRETS}
 
     def _write_generated(
@@ -615,7 +618,7 @@ class Lab:
 
     def _limit_copy(self, inventory: Mapping[str, Any]) -> None:
         """An instance's inventory lists what runs: drop hand-written hosts nobody started."""
-        data = yaml.safe_load(self._hand_written().read_text()) or {}
+        data = yamlio.load_mapping(self._hand_written())
         data["name"] = self.name
         running = set(inventory.get("hosts") or {})
         data["hosts"] = {n: h for n, h in (data.get("hosts") or {}).items() if n in running}

@@ -579,3 +579,23 @@ def test_unchanged_device_keeps_the_configuration_last_applied(
     network = page(tmp_path, "network.md")
     assert "#### Configuration applied (run run-1)" in network
     assert "+ip route 10.77.31.0/24 Null0" in network
+
+
+def test_one_corrupt_ledger_does_not_break_the_index_of_the_others(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from infra_automation.cli import app
+
+    feed(DocsObserver(tmp_path), Stream("run-1").full())
+    store = LedgerStore.for_root(tmp_path)
+    broken = store.folder / "broken.json"
+    broken.write_text('{"project": "broken", "runs": [')
+    assert [ledger.project for ledger in store.all()] == ["shop"]
+    assert [path for path, _ in store.broken()] == [broken]
+    assert store.find_run("run-1") == "shop"
+    done = CliRunner().invoke(app, ["--root", str(tmp_path), "docs", "build"])
+    assert done.exit_code == 1, done.output
+    assert "shop: " in done.stdout and "index: " in done.stdout
+    assert f"{broken}: not a readable docs ledger" in done.stderr.replace("\n", "")
+    index = (tmp_path / "docs" / "projects" / "index.md").read_text()
+    assert "shop" in index

@@ -57,3 +57,25 @@ def test_the_cli_prints_one_path_per_line(repo: Path) -> None:
 def test_a_revision_that_is_not_one_is_refused(repo: Path, rev: str) -> None:
     with pytest.raises(ConfigurationError, match="not a git revision"):
         changed_requests(repo, rev)
+
+
+def _commit_link(repo: Path, name: str, target: str) -> None:
+    (repo / "requests" / name).symlink_to(target)
+    git(repo.parent, "add", "-A")
+    git(repo.parent, "commit", "-qm", f"link {name}")
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "../../outside.yml"])
+def test_a_committed_symlink_out_of_the_root_is_refused_unread(repo: Path, target: str) -> None:
+    outside = repo.parent.parent / "outside.yml"
+    outside.write_text("service: s\nproject: stolen\n")
+    _commit_link(repo, "evil.yml", target)
+    with pytest.raises(ConfigurationError, match=r"requests/evil.yml .*leaves the project root"):
+        changed_requests(repo, "HEAD~1")
+    res = CliRunner().invoke(app, ["--root", str(repo), "requests", "changed", "--since", "HEAD~1"])
+    assert res.exit_code == 2 and "leaves the project root" in res.stderr.replace("\n", "")
+
+
+def test_a_symlink_inside_the_root_is_followed(repo: Path) -> None:
+    _commit_link(repo, "alias.yml", "new.yml")
+    assert [p.name for p in changed_requests(repo, "HEAD~1")] == ["alias.yml"]

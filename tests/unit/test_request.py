@@ -154,3 +154,13 @@ def test_invalid_request_files(case: Path, tmp_path: Path) -> None:
         load_request(path, CATALOG)
     assert sorted(e.field for e in info.value.errors) == sorted(spec["fields"])
     assert info.value.source == str(path)
+
+
+def test_read_request_names_the_line_of_a_duplicate_key(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yml"
+    path.write_text("service: chain\nproject: shop\nproject: evil\n")
+    with pytest.raises(RequestValidationError) as info:
+        read_request(path)
+    (error,) = info.value.errors
+    assert error.field == "file"
+    assert error.message == "line 3, column 1: duplicate key 'project' (first on line 2)"
