@@ -12,6 +12,10 @@ Refused at plan time, before anything runs:
 
 A step whose ``when`` is false is left out; its dependents inherit its own dependencies
 in place of the edge to it, so order is kept.
+
+Planning needs only what executors declare (``registry.info``), never their SDKs. Each
+planned step is pinned (:mod:`infra_automation.pinning`): its fingerprint goes into
+:meth:`Plan.summary`, the plan a run records.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -37,6 +42,7 @@ from infra_automation.exceptions import (
 )
 from infra_automation.executors.base import ExecutorInfo
 from infra_automation.executors.registry import ExecutorRegistry
+from infra_automation.pinning import StepPin, pin_step
 from infra_automation.render import render_value
 from infra_automation.request import Request
 
@@ -55,6 +61,13 @@ class PlannedStep:
     params: Mapping[str, Any]
     targets: TargetSelection | str | None = None
     description: str = ""
+    when: bool | str | None = None
+    pin: StepPin | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the step's definition (see :mod:`infra_automation.pinning`)."""
+        return self.pin.fingerprint if self.pin is not None else ""
 
     def to_dict(self) -> dict[str, Any]:
         targets: Any = self.targets
@@ -69,6 +82,7 @@ class PlannedStep:
             "description": self.description,
             "params": dict(self.params),
             "targets": targets,
+            "fingerprint": self.fingerprint,
         }
 
 
@@ -115,7 +129,7 @@ class Plan:
         return out
 
     def summary(self) -> list[dict[str, Any]]:
-        """The ``plan`` of the ``run.started`` event."""
+        """The ``plan`` of the ``run.started`` event (the record keeps it as the run's plan)."""
         return [
             {
                 "id": s.id,
@@ -123,6 +137,8 @@ class Plan:
                 "executor": s.executor,
                 "needs": list(s.needs),
                 "description": s.description,
+                "fingerprint": s.fingerprint,
+                "pin": s.pin.to_dict() if s.pin is not None else None,
             }
             for s in self.steps
         ]
@@ -150,8 +166,14 @@ class Plan:
         return "\n".join(lines) + "\n"
 
 
-def build_plan(service: Service, request: Request, registry: ExecutorRegistry) -> Plan:
-    """Plan ``request`` for ``service``; raises a :class:`PlanningError` subclass if refused."""
+def build_plan(
+    service: Service, request: Request, registry: ExecutorRegistry, *, root: Path | None = None
+) -> Plan:
+    """Plan ``request`` for ``service``; raises a :class:`PlanningError` subclass if refused.
+
+    ``root`` is the project root whose content files (templates, playbooks) the steps' pins
+    digest; without it the pins leave content out.
+    """
     _check_needs(service)
     _check_cycles({s.id: list(s.needs) for s in service.steps})
     infos = _executor_infos(service, registry)
@@ -166,12 +188,13 @@ def build_plan(service: Service, request: Request, registry: ExecutorRegistry) -
         step = index[sid]
         checker.check(step)
         _check_static_params(step, infos[step.executor].params)
-        steps.append(_planned(step, tuple(needs[sid]), waves[sid]))
+        pin = pin_step(step, infos[step.executor], root)
+        steps.append(_planned(step, tuple(needs[sid]), waves[sid], pin))
     left_out = tuple(s.id for s in service.steps if s.id not in included)
     return Plan(request=request, steps=tuple(steps), left_out=left_out)
 
 
-def _planned(step: StepDef, needs: tuple[str, ...], wave: int) -> PlannedStep:
+def _planned(step: StepDef, needs: tuple[str, ...], wave: int, pin: StepPin) -> PlannedStep:
     return PlannedStep(
         id=step.id,
         department=step.department,
@@ -181,6 +204,8 @@ def _planned(step: StepDef, needs: tuple[str, ...], wave: int) -> PlannedStep:
         params=step.params,
         targets=step.targets,
         description=step.description,
+        when=step.when,
+        pin=pin,
     )
 
 
@@ -245,7 +270,7 @@ def _executor_infos(service: Service, registry: ExecutorRegistry) -> dict[str, E
             raise ExecutorNotFound(
                 f"step {step.id!r}: no executor {step.executor!r} (known: {known})"
             )
-        infos[step.executor] = registry.get(step.executor).info
+        infos[step.executor] = registry.info(step.executor)
     return infos
 
 

@@ -4,12 +4,19 @@
 - Sandboxed environment: catalog files and templates may come from users.
 - Errors name the template and the line (:class:`~infra_automation.exceptions.RenderError`).
 - Output normalized: LF line endings, exactly one trailing newline.
+
+The package's own default templates (docs pages, the VM spec) are package data under
+``infra_automation/templates``, found through :mod:`importlib.resources`
+(:func:`package_templates`): a project root's ``templates/`` overrides them.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import importlib.resources
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +48,19 @@ class _NativeSandbox(ImmutableSandboxedEnvironment, NativeEnvironment):
 
 class _TypedTemplate(NativeTemplate):
     environment_class = _NativeSandbox
+
+
+@cache
+def package_templates() -> Path:
+    """The directory of the package's default templates (``docs/``, ``vmware/``).
+
+    A real directory on disk, also when the package is imported from a zip (then extracted
+    once, and removed when the process exits).
+    """
+    stack = contextlib.ExitStack()
+    atexit.register(stack.close)
+    resource = importlib.resources.files("infra_automation") / "templates"
+    return stack.enter_context(importlib.resources.as_file(resource))
 
 
 @lru_cache(maxsize=16)

@@ -31,6 +31,7 @@ class DocsExecutor:
         description="Write the project's as-built docs from its ledger; build the mkdocs site.",
         params=DocsParams,
         outputs=DocsOutputs,
+        content=("templates/docs/*.j2",),
     )
 
     def preview(self, ctx: StepContext) -> StepResult:

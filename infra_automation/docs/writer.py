@@ -1,4 +1,5 @@
-"""Markdown pages of a project, rendered from its ledger with the ``templates/docs`` templates.
+"""Markdown pages of a project, rendered from its ledger with the ``templates/docs`` templates
+(the project root's own, else the package's defaults).
 
 ``docs/projects/<project>/``: ``index.md`` (overview), ``network.md``, ``virtual-machines.md``,
 ``hosts.md``, ``resources.md``, ``plan.md``, ``history.md``, ``failures.md`` are regenerated
@@ -26,7 +27,7 @@ from infra_automation.docs.safety import MARKDOWN_HELPERS, display, slug
 from infra_automation.docs.sections import PAGES, SECTIONS, Section, SectionRegistry
 from infra_automation.exceptions import ConfigurationError
 from infra_automation.files import write_atomic
-from infra_automation.render import render_template
+from infra_automation.render import package_templates, render_template
 from infra_automation.secrets import REDACTOR
 
 BEGIN_MANUAL = "<!-- BEGIN MANUAL -->"
@@ -34,14 +35,13 @@ END_MANUAL = "<!-- END MANUAL -->"
 DEFAULT_MANUAL = "\n<!-- Hand-written notes between these markers survive regeneration. -->\n"
 _MANUAL_RE = re.compile(re.escape(BEGIN_MANUAL) + r"(.*?)" + re.escape(END_MANUAL), re.S)
 _FENCE_RE = re.compile(r"^(`{3,})")
-PACKAGE_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 STATUS_CLASSES = ("success", "failed", "skipped", "running", "pending")
 
 
 def templates_root(root: Path) -> Path:
-    """The project's ``templates/`` if it has docs templates, else the built-in ones."""
+    """The project's ``templates/`` if it has docs templates, else the package's defaults."""
     own = root / "templates"
-    return own if (own / "docs" / "overview.md.j2").is_file() else PACKAGE_TEMPLATES
+    return own if (own / "docs" / "overview.md.j2").is_file() else package_templates()
 
 
 def docs_dir(root: Path) -> Path:

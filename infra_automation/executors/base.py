@@ -52,6 +52,9 @@ class ExecutorInfo:
     supports_check: bool = True
     requires: tuple[str, ...] = ()  # optional SDK modules, e.g. ("pyVmomi",): checked by get()
     extra: str = ""  # the pip extra that installs them, e.g. "vmware"
+    # Content files a step uses (pinned in the run; a change re-runs the step on resume):
+    # globs under the project root, "{param}" = a static param (see infra_automation.pinning).
+    content: tuple[str, ...] = ()
 
 
 @runtime_checkable

@@ -1,4 +1,10 @@
-"""One registry of executors, keyed "<department>.<action>", fed by entry points."""
+"""One registry of executors, keyed "<department>.<action>", fed by entry points.
+
+Planning needs only what an executor declares (:meth:`ExecutorRegistry.info`): its params
+and outputs models, the content files it uses. Running needs the executor itself
+(:meth:`ExecutorRegistry.get`), and only then are the SDKs it ``requires`` checked, so a
+process without pyVmomi (an API server, say) can still plan a landscape with VMware steps.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 
 from infra_automation.exceptions import ExecutorNotFound, ExecutorUnavailable
-from infra_automation.executors.base import Executor
+from infra_automation.executors.base import Executor, ExecutorInfo
 
 ENTRY_POINT_GROUP = "infra_automation.executors"
 # Which pip extra brings a missing SDK (top-level module name -> extra).
@@ -54,20 +60,35 @@ class ExecutorRegistry:
         return key in self._factories or key in self._entry_points
 
     def get(self, key: str) -> Executor:
-        """Instantiate the executor for ``key``; clear errors if missing or unavailable."""
+        """Instantiate the executor for ``key``, to run it: clear errors if it is missing
+        or its SDK is not installed."""
+        executor = self._factory(key)()
+        _check_requirements(key, executor.info)
+        return executor
+
+    def info(self, key: str) -> ExecutorInfo:
+        """What ``key`` declares (models, content files), for planning: no SDK check.
+
+        A factory that is a class carrying ``info`` is not instantiated.
+        """
+        factory = self._factory(key)
+        info = getattr(factory, "info", None)
+        if isinstance(info, ExecutorInfo):
+            return info
+        return factory().info
+
+    def _factory(self, key: str) -> Factory:
         self._load_entry_points()
         factory = self._factories.get(key)
-        if factory is None:
-            target = self._entry_points.get(key)
-            if target is None:
-                known = ", ".join(self.keys()) or "none"
-                raise ExecutorNotFound(f"no executor {key!r} (known: {known})")
-            factory = _load_target(key, target)
-            with self._lock:
-                self._factories.setdefault(key, factory)
-        executor = factory()
-        _check_requirements(key, executor)
-        return executor
+        if factory is not None:
+            return factory
+        target = self._entry_points.get(key)
+        if target is None:
+            known = ", ".join(self.keys()) or "none"
+            raise ExecutorNotFound(f"no executor {key!r} (known: {known})")
+        factory = _load_target(key, target)
+        with self._lock:
+            return self._factories.setdefault(key, factory)
 
     def _load_entry_points(self) -> None:
         if self._loaded:
@@ -80,10 +101,9 @@ class ExecutorRegistry:
             self._loaded = True
 
 
-def _check_requirements(key: str, executor: Executor) -> None:
+def _check_requirements(key: str, info: ExecutorInfo) -> None:
     """The SDKs an executor declares (imported lazily, inside its code) must be installed:
-    say so now, naming the extra, rather than fail halfway through a run."""
-    info = executor.info
+    say so before it runs, naming the extra, rather than fail halfway through a run."""
     missing = [m for m in info.requires if importlib.util.find_spec(m) is None]
     if missing:
         extra = info.extra or EXTRAS.get(missing[0], "all")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -208,7 +211,9 @@ def test_json_and_mermaid(plan_of: MakePlan) -> None:
         "description": "",
         "params": {},
         "targets": None,
+        "fingerprint": plan.step("b").fingerprint,
     }
+    assert len(plan.step("b").fingerprint) == 64
     assert data["request"]["project"] == "shop"
     mermaid = plan.to_mermaid()
     assert mermaid.startswith("flowchart LR\n")
@@ -220,3 +225,52 @@ def test_planning_a_big_plan_is_linear(plan_of: MakePlan) -> None:
     steps = [step(f"s{i}", needs=[f"s{i - 1}"] if i else []) for i in range(2000)]
     plan = plan_of(steps)
     assert len(plan.waves) == 2000
+
+
+# Runs in a fresh interpreter where importing pyVmomi/pyVim fails, as in an API process
+# installed without the vmware extra.
+_PLAN_WITHOUT_VMWARE_SDK = """
+import sys
+from pathlib import Path
+
+
+class RefuseVmwareSdk:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("pyVmomi", "pyVim"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, RefuseVmwareSdk())
+from infra_automation.catalog import load_catalog
+from infra_automation.executors import REGISTRY
+from infra_automation.planner import build_plan
+from infra_automation.request import load_request
+
+root = Path(sys.argv[1])
+catalog = load_catalog(root / "catalog")
+request = load_request(root / "requests" / "example-landscape.yml", catalog)
+plan = build_plan(catalog.get(request.service), request, REGISTRY)
+loaded = sorted(m for m in sys.modules if m.partition(".")[0] in ("pyVmomi", "pyVim"))
+print(" ".join(s.id for s in plan.steps), "|", ",".join(loaded))
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs infra_automation/departments/vmware.py and _vsphere.py to import pyVmomi "
+    "lazily, inside their code (lead)",
+)
+def test_the_landscape_plans_without_the_vmware_sdk() -> None:
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-c", _PLAN_WITHOUT_VMWARE_SDK, str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    steps, _, loaded = proc.stdout.strip().partition(" | ")
+    assert "vms" in steps.split() and "portgroup" in steps.split()
+    assert loaded == ""  # nothing of the SDK was imported, not even partly

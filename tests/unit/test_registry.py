@@ -62,3 +62,30 @@ def test_an_executor_whose_declared_sdk_is_missing_is_unavailable() -> None:
         ExecutorUnavailable, match=r"needs no_such_sdk_4711: pip install 'infra-automation\[dns\]'"
     ):
         registry.get("dns.record")
+
+
+def test_planning_reads_the_info_without_checking_the_sdk() -> None:
+    from dataclasses import replace
+
+    made: list[str] = []
+
+    class NeedsSdk(NoopExecutor):
+        info = replace(NoopExecutor.info, key="dns.record", requires=("no_such_sdk_4711",))
+
+        def __init__(self) -> None:
+            made.append("instance")
+
+    registry = ExecutorRegistry(use_entry_points=False)
+    registry.register("dns.record", NeedsSdk)
+    assert registry.info("dns.record") is NeedsSdk.info
+    assert made == []  # a class carrying its info is not instantiated to plan
+    with pytest.raises(ExecutorUnavailable, match="no_such_sdk_4711"):
+        registry.get("dns.record")  # running checks the SDK
+
+
+def test_info_of_a_factory_function_instantiates_it() -> None:
+    registry = ExecutorRegistry(use_entry_points=False)
+    registry.register("core.noop", lambda: NoopExecutor())
+    assert registry.info("core.noop") is NoopExecutor.info
+    with pytest.raises(ExecutorNotFound, match=r"no executor 'dns\.record'"):
+        registry.info("dns.record")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+import infra_automation
 from infra_automation.exceptions import RenderError
-from infra_automation.render import render_value
+from infra_automation.render import package_templates, render_value
 
 VARS = {"params": {"version": "8.10", "pair": "1,2", "hosts": [1, 2], "n": 3, "a": "1"}}
 
@@ -53,3 +56,17 @@ def test_names_that_shadow_dict_methods_are_refused_in_the_catalog() -> None:
         Service.model_validate(
             {"name": "svc", "steps": [{"id": "values", "executor": "core.noop"}]}
         )
+
+
+def test_the_package_default_templates_are_package_data(tmp_path: Path) -> None:
+    from infra_automation.docs.writer import templates_root
+
+    base = package_templates()
+    assert base.is_relative_to(Path(infra_automation.__file__).parent)  # not the checkout root
+    for name in ("docs/overview.md.j2", "docs/plan.md.j2", "vmware/vm.yml.j2"):
+        assert (base / name).is_file(), name
+    assert templates_root(tmp_path) == base  # a root without docs templates uses them
+    own = tmp_path / "templates" / "docs"
+    own.mkdir(parents=True)
+    (own / "overview.md.j2").write_text("# {{ project }}\n")
+    assert templates_root(tmp_path) == tmp_path / "templates"  # its own override them
