@@ -6,14 +6,21 @@ One executor, ``os.playbook``: the catalog step names the playbook (a file of
 - builds an Ansible inventory for the step's targets from our :class:`Inventory`: names of
   inventory hosts are used as they are, other names (VMs created upstream) are resolved
   through the inventory's host binding with the address given in ``params.hosts``;
-- writes every variable (request values, the step's secrets) to ``env/extravars`` of a
-  private data dir (mode 0600) under ``<root>/.infra/ansible/<run_id>/<step_id>``, never on
-  the command line, and removes it after the run;
-- runs ``ansible-playbook`` (found next to this Python, not on whatever PATH holds) with
-  ``--diff`` (and ``--check`` in preview), streaming each task's result per host to
-  ``ctx.emit``;
-- returns per-host stats and diffs as :class:`TargetResult` and what the playbook read back
-  from each host (``set_stats`` key ``infra_report``) as typed outputs.
+- hands every variable (request values, the step's secrets from ``ctx.secrets`` only) to
+  ``ansible-playbook -e @FIFO``: a named pipe that Ansible reads once, so no secret is ever
+  written to a file, and never on the command line or in its environment;
+- gives ``ansible-playbook`` a minimal environment (never ``INFRA_*`` variables) and one
+  private dir per step (``<root>/.infra/ansible/jobs/<pid>-<start>-...``, mode 0700: the
+  inventory, ansible-runner's files, Ansible's local temp) that is removed when the step
+  ends and swept by the next step of any run when its owner process is gone;
+- runs ``ansible-playbook`` (found next to this Python, not on whatever PATH holds) under
+  :func:`guard_main`, which ties the play to this process: when the process dies, whatever
+  kills it (SIGKILL included), the play and all of Ansible's forked workers die too;
+- streams each task's result per host to ``ctx.emit`` with ``--diff`` (and ``--check`` in
+  preview), and returns per-host stats, diffs and :class:`ErrorKind` as
+  :class:`TargetResult`, what the playbook read back from each host (``set_stats`` key
+  ``infra_report``) as typed outputs, and Ansible's output (secrets masked) as the log
+  artifact ``<root>/.infra/ansible/<run_id>/<step_id>.log``.
 
 Playbooks report read-back values with the ``report`` role (``playbooks/roles/report``).
 Host key checking and other connection settings come from inventory host data
@@ -22,17 +29,23 @@ Host key checking and other connection settings come from inventory host data
 
 from __future__ import annotations
 
-import contextlib
+import ctypes
 import difflib
+import errno
 import json
 import os
+import re
 import shutil
+import signal
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any
+from types import TracebackType
+from typing import Annotated, Any, NoReturn
 
 import yaml
 from pydantic import (
@@ -53,14 +66,18 @@ from infra_automation.exceptions import ConfigurationError, ExecutorUnavailable
 from infra_automation.executors.base import ExecutorInfo, StepContext
 from infra_automation.files import write_atomic
 from infra_automation.inventory import Host
-from infra_automation.results import Status, StepResult, TargetResult
+from infra_automation.results import ErrorKind, Status, StepResult, TargetResult
 from infra_automation.secrets import Secrets, redact
 from infra_automation.validation import Hostname, Name, SafeText
 
 PLAYBOOKS_DIR = "playbooks"
+JOBS_DIR = "jobs"
+GUARD_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when the guard stops a play
+GUARD_TIMEOUT_RC = 124  # the guard stopped the play at its timeout (as timeout(1) says it)
+GUARD_ORPHANED_RC = 125  # the guard stopped the play: the process that ran the step is gone
 REPORT_KEY = "infra_report"
 RESERVED_PREFIXES = ("ansible_", "infra_")
-# Inventory hosts with a password get this reference to an extra var (in env/extravars, 0600).
+# Inventory hosts with a password get this reference to an extra var (read from the FIFO).
 PASSWORD_REF = "{{ infra_host_passwords[inventory_hostname] }}"  # noqa: S105 - not a value
 
 PlaybookFile = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}\.ya?ml$")]
@@ -176,15 +193,19 @@ class PlaybookExecutor:
         params = ctx.typed_params(PlaybookParams)
         playbook = ctx.root / PLAYBOOKS_DIR / params.playbook
         if not playbook.is_file():
-            return StepResult.failure(f"params.playbook: no playbook {playbook}")
+            return StepResult.failure(
+                f"params.playbook: no playbook {playbook}", kind=ErrorKind.INVALID
+            )
         try:
             binary = ansible_playbook()
             targets, planned = resolve_targets(ctx, params, check=check)
             secret_values = read_secrets(ctx, params)
         except ConfigurationError as exc:
-            return StepResult.failure(str(exc))
+            return StepResult.failure(str(exc), kind=ErrorKind.INVALID)
+        except ExecutorUnavailable as exc:
+            return StepResult.failure(str(exc), kind=ErrorKind.INTERNAL)
         if not targets and not planned:
-            return StepResult.failure("no targets: the step names no hosts")
+            return StepResult.failure("no targets: the step names no hosts", kind=ErrorKind.INVALID)
         if not targets:
             return _planned_only(params, planned)
         job = AnsibleJob(ctx, params, playbook, binary, targets, secret_values, check)
@@ -226,12 +247,18 @@ def resolve_targets(
     return hosts, planned
 
 
+def step_secrets(ctx: StepContext) -> Secrets:
+    """The step's secrets: ``ctx.secrets`` is the one seam (the scheduler always sets it)."""
+    if ctx.secrets is None:
+        raise ConfigurationError(f"step {ctx.step_id}: no secrets were handed to the step")
+    return ctx.secrets
+
+
 def read_secrets(ctx: StepContext, params: PlaybookParams) -> dict[str, str]:
-    secrets: Secrets = ctx.secrets or ctx.inventory.secrets
     values: dict[str, str] = {}
     for var, secret in params.secret_vars.items():
         try:
-            values[var] = secrets.get(secret)
+            values[var] = step_secrets(ctx).get(secret)
         except ConfigurationError as exc:
             raise ConfigurationError(f"params.secret_vars.{var}: {exc}") from exc
     return values
@@ -257,6 +284,7 @@ class HostLog:
     failures: list[str] = field(default_factory=list)
     unreachable: str | None = None
     diffs: list[str] = field(default_factory=list)
+    kind: ErrorKind | None = None  # of the first failure (an unreachable host: of that)
 
 
 class AnsibleJob:
@@ -279,50 +307,63 @@ class AnsibleJob:
         self.check = check
         self.logs: dict[str, HostLog] = {n: HostLog() for n in hosts}
         self.report: dict[str, Any] = {}
-        state = ctx.root / STATE_DIR / "ansible"
-        self.home = state / "home"
-        self.data_dir = state / ctx.run_id / ctx.step_id
+        self.stats: dict[str, Mapping[str, int]] = {}  # the play recap, from its event
+        self.output: list[str] = []
+        self.state = ctx.root / STATE_DIR / "ansible"
+        self.home = self.state / "home"
+        self.log_path = self.state / ctx.run_id / f"{ctx.step_id}.log"
 
     def run(self, planned: Sequence[str] = ()) -> StepResult:
         try:
-            import ansible_runner
+            from ansible_runner import Runner
+            from ansible_runner.exceptions import AnsibleRunnerException
         except ImportError as exc:
             raise ExecutorUnavailable(
                 "ansible-runner is not installed: pip install 'infra-automation[ansible]'"
             ) from exc
-        ident = f"{'check' if self.check else 'apply'}-{time.strftime('%Y%m%dT%H%M%S')}"
+        sweep_jobs(self.state)
+        job = new_job_dir(self.state, self.ctx.run_id, self.ctx.step_id)
         try:
-            inventory = self._write_inputs()
-            runner = ansible_runner.run(
-                private_data_dir=str(self.data_dir),
-                playbook=str(self.playbook),
-                inventory=str(inventory),
-                ident=ident,
-                envvars=self._envvars(),
-                cmdline="--diff --check" if self.check else "--diff",
-                forks=self.params.forks,
-                timeout=self.params.timeout,
-                quiet=True,
-                event_handler=self._on_event,
-            )
+            with SecretChannel(job / "extravars.fifo", dump_extravars(self._extravars())) as fifo:
+                runner = Runner(self._config(job, fifo.path), event_handler=self._on_event)
+                runner.run()
+        except (OSError, AnsibleRunnerException) as exc:
+            return StepResult.failure(f"ansible-runner failed: {redact(str(exc))}")
         finally:
-            self._remove_inputs()
-        result = self._result(runner, ident, planned)
-        sanitize_artifacts(self.data_dir / "artifacts" / ident)
+            shutil.rmtree(job, ignore_errors=True)
+        result = self._result(str(runner.status), runner.rc, planned)
+        self._write_log()
         return result
 
-    # inputs: inventory and extravars (the latter holds secrets: 0600, removed after the run)
+    def _config(self, job: Path, extravars: Path) -> Any:
+        """ansible-runner's config: files under ``job``, our environment, the guarded command."""
+        from ansible_runner import RunnerConfig
 
-    def _write_inputs(self) -> Path:
-        env = self.data_dir / "env"
-        inv = self.data_dir / "inventory"
-        for folder in (env, inv):
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True, mode=0o700)
-        passwords = self._passwords()
-        inventory = inv / "hosts.json"
-        inventory.write_text(json.dumps(build_inventory(self.hosts, set(passwords)), indent=1))
-        extravars = {
+        inventory = job / "hosts.json"
+        inventory.write_text(json.dumps(build_inventory(self.hosts, set(self._passwords()))))
+        options = "--diff --check" if self.check else "--diff"
+        ours = ansible_env(self.binary, self.playbook, self.home, job / "tmp")
+        config = RunnerConfig(
+            private_data_dir=str(job),
+            playbook=str(self.playbook),
+            inventory=str(inventory),
+            ident="play",
+            envvars=ours,
+            cmdline=f"{options} -e @{extravars}",
+            forks=self.params.forks,
+            timeout=self.params.timeout + int(GUARD_GRACE) + 60,  # a backstop: the guard stops it
+            quiet=True,
+            suppress_env_files=True,
+            settings={"suppress_output_file": True},
+        )
+        config.prepare()
+        config.env = job_env(config.env, ours)
+        command = [str(self.binary), *config.command[1:]]  # [ansible-playbook, ...]
+        config.command = guard_command(command, self.params.timeout)
+        return config
+
+    def _extravars(self) -> dict[str, Any]:
+        return {
             **self.params.vars,
             **{k: Unsafe(v) for k, v in self.secret_values.items()},
             "infra_project": self.ctx.project,
@@ -330,39 +371,36 @@ class AnsibleJob:
             "infra_step_id": self.ctx.step_id,
             "infra_department": self.ctx.department,
             "infra_state_dir": str(self.ctx.root / STATE_DIR),
-            "infra_host_passwords": {k: Unsafe(v) for k, v in passwords.items()},
+            "infra_host_passwords": {k: Unsafe(v) for k, v in self._passwords().items()},
         }
-        write_atomic(env / "extravars", dump_extravars(extravars), mode=0o600)
-        return inventory
 
     def _passwords(self) -> dict[str, str]:
-        secrets = self.ctx.secrets or self.ctx.inventory.secrets
         return {
-            name: secrets.get(host.password_secret)
+            name: step_secrets(self.ctx).get(host.password_secret)
             for name, host in self.hosts.items()
             if host.password_secret
         }
 
-    def _remove_inputs(self) -> None:
-        for folder in ("env", "inventory"):
-            shutil.rmtree(self.data_dir / folder, ignore_errors=True)
+    def _write_log(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.log_path, redact("".join(self.output)), mode=0o600)
 
-    def _envvars(self) -> dict[str, str]:
-        return ansible_env(self.binary, self.playbook, self.home)
-
-    # events: progress for the run record, failures and diffs per host
+    # events: progress for the run record, failures and diffs per host (kept in memory only)
 
     def _on_event(self, event: Mapping[str, Any]) -> bool:
+        if event.get("stdout"):
+            self.output.append(str(event["stdout"]) + "\n")
         kind = str(event.get("event", ""))
         data = event.get("event_data") or {}
         if kind == "playbook_on_stats":
             artifact = data.get("artifact_data") or {}
             self.report = dict(artifact.get(REPORT_KEY) or {})
-            return True
+            self.stats = {k: dict(data.get(k) or {}) for k in STATS_KEYS}
+            return False
         status = TASK_EVENTS.get(kind)
         host = data.get("host")
         if status is None or host not in self.logs:
-            return True
+            return False
         res = data.get("res") or {}
         if status == "failed" and data.get("ignore_errors"):
             status = "ignored"
@@ -377,14 +415,17 @@ class AnsibleJob:
                 | ({"error": task_error(res)} if status in ("failed", "unreachable") else {})
             ),
         )
-        return True
+        return False  # False: ansible-runner writes no job event file (they may hold secrets)
 
     def _record(self, host: str, task: str, status: str, res: Mapping[str, Any]) -> None:
         log = self.logs[host]
         if status == "failed":
-            log.failures.append(f"task {task!r}: {task_error(res)}")
+            message = task_error(res)
+            log.failures.append(f"task {task!r}: {message}")
+            log.kind = log.kind or failure_kind(message)
         elif status == "unreachable":
             log.unreachable = task_error(res)
+            log.kind = unreachable_kind(log.unreachable)
         path = str(res.get("dest") or res.get("path") or "")
         text = "".join(format_diff(d, path) for d in collect_diffs(res))
         if text and status in ("changed", "ok"):
@@ -392,36 +433,40 @@ class AnsibleJob:
 
     # the step result
 
-    def _result(self, runner: Any, ident: str, planned: Sequence[str]) -> StepResult:
-        stats = _stats(runner.stats or {})
-        targets = tuple(self._target(n, stats.get(n, HostStats())) for n in self.hosts) + tuple(
+    def _result(self, status: str, rc: int | None, planned: Sequence[str]) -> StepResult:
+        stats = _stats(self.stats)
+        ran = bool(stats) or any(log.kind for log in self.logs.values())
+        kind = run_kind(status, rc)
+        tail = _tail(self.output)
+        targets = tuple(
+            self._target(n, stats.get(n), None if ran else (kind, tail)) for n in self.hosts
+        ) + tuple(
             TargetResult(n, Status.SUCCESS, changed=True, details={"planned": True})
             for n in planned
         )
         outputs = self._outputs(stats, planned)
-        artifacts = {"ansible": str(self.data_dir / "artifacts" / ident)}
+        artifacts = {"ansible": str(self.log_path)}
         result = StepResult.from_targets(targets, outputs=outputs, artifacts=artifacts)
-        if runner.status == "timeout":
-            return _with_error(result, f"playbook timed out after {self.params.timeout}s")
-        if runner.rc != 0 and not result.failed:
-            tail = _tail(runner)
-            return _with_error(result, f"ansible-playbook failed (rc {runner.rc}): {tail}")
+        if kind is ErrorKind.TIMEOUT:
+            return _with_error(result, f"playbook timed out after {self.params.timeout}s", kind)
+        if rc != 0 and not result.failed:
+            return _with_error(result, f"ansible-playbook failed (rc {rc}): {tail}", kind)
         return result
 
-    def _target(self, name: str, stats: HostStats) -> TargetResult:
+    def _target(
+        self, name: str, stats: HostStats | None, no_play: tuple[ErrorKind, str] | None
+    ) -> TargetResult:
         log = self.logs[name]
-        error: str | None = None
-        if log.unreachable is not None or stats.unreachable:
-            error = f"unreachable: {log.unreachable or 'no connection'}"
-        elif log.failures or stats.failed:
-            error = "; ".join(log.failures) or "failed"
+        error, kind = _target_error(log, stats or HostStats(), no_play, stats is not None)
+        counted = stats or HostStats()
         return TargetResult(
             target=name,
             status=Status.FAILED if error else Status.SUCCESS,
-            changed=stats.changed > 0,
+            changed=counted.changed > 0,
             diff=redact("\n".join(log.diffs)),
             error=redact(error) if error else None,
-            details={"stats": stats.model_dump(), "address": _address(self.hosts[name])},
+            details={"stats": counted.model_dump(), "address": _address(self.hosts[name])},
+            error_kind=kind,
         )
 
     def _outputs(self, stats: Mapping[str, HostStats], planned: Sequence[str]) -> dict[str, Any]:
@@ -446,6 +491,7 @@ class AnsibleJob:
         return dict(redact(outputs.model_dump()))
 
 
+STATS_KEYS = ("processed", "ok", "changed", "failures", "dark", "skipped")
 TASK_EVENTS = {
     "runner_on_ok": "ok",
     "runner_on_failed": "failed",
@@ -467,10 +513,17 @@ def build_inventory(hosts: Mapping[str, Host], with_password: set[str]) -> dict[
     return {"all": {"hosts": hostvars, "children": groups}}
 
 
-def ansible_env(binary: Path, playbook: Path, home: Path) -> dict[str, str]:
-    """Environment of ``ansible-playbook``: our tools first on PATH, state under ``home``."""
+def ansible_env(
+    binary: Path, playbook: Path, home: Path, tmp: Path | None = None
+) -> dict[str, str]:
+    """Our settings for ``ansible-playbook``: our tools first on PATH, state under ``home``,
+    every temporary file (Ansible's rendered content, module payloads) under ``tmp``."""
     home.mkdir(parents=True, exist_ok=True)
-    return {
+    temp: dict[str, str] = {}
+    if tmp is not None:
+        tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temp = {"ANSIBLE_LOCAL_TEMP": str(tmp), "TMPDIR": str(tmp)}
+    return temp | {
         "PATH": os.pathsep.join([str(binary.parent), os.environ.get("PATH", os.defpath)]),
         "ANSIBLE_HOME": str(home),
         "ANSIBLE_PIPELINING": "True",
@@ -516,21 +569,6 @@ def dump_extravars(extravars: Mapping[str, Any]) -> str:
     return yaml.dump(dict(extravars), Dumper=_ExtravarsDumper, default_flow_style=False)
 
 
-def sanitize_artifacts(folder: Path) -> None:
-    """ansible-runner keeps the whole environment (``command``) and the output: drop the
-    former, mask known secrets in the rest, so nothing secret stays on disk."""
-    (folder / "command").unlink(missing_ok=True)
-    if not folder.is_dir():
-        return
-    for path in folder.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            with contextlib.suppress(OSError, UnicodeDecodeError):
-                text = path.read_text()
-                masked = redact(text)
-                if masked != text:
-                    path.write_text(masked)
-
-
 def _stats(raw: Mapping[str, Mapping[str, int]]) -> dict[str, HostStats]:
     keys = {
         "ok": "ok",
@@ -539,7 +577,7 @@ def _stats(raw: Mapping[str, Mapping[str, int]]) -> dict[str, HostStats]:
         "dark": "unreachable",
         "skipped": "skipped",
     }
-    out: dict[str, dict[str, int]] = {}
+    out: dict[str, dict[str, int]] = {h: {} for h in raw.get("processed") or {}}
     for src, dst in keys.items():
         for host, count in (raw.get(src) or {}).items():
             out.setdefault(host, {})[dst] = int(count)
@@ -607,12 +645,321 @@ def _eol(text: str) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def _with_error(result: StepResult, error: str) -> StepResult:
-    return replace(result, status=Status.FAILED, error=redact(error))
+def _with_error(result: StepResult, error: str, kind: ErrorKind) -> StepResult:
+    return replace(result, status=Status.FAILED, error=redact(error), error_kind=kind)
 
 
-def _tail(runner: Any, lines: int = 15) -> str:
-    with contextlib.suppress(Exception):
-        text = str(runner.stdout.read())
-        return " ".join(text.strip().splitlines()[-lines:])[:2000]
-    return "(no output)"
+def _tail(output: Sequence[str], lines: int = 15) -> str:
+    text = "".join(output).strip().splitlines()[-lines:]
+    return " ".join(text)[:2000] or "(no output)"
+
+
+def _target_error(
+    log: HostLog, stats: HostStats, no_play: tuple[ErrorKind, str] | None, played: bool
+) -> tuple[str | None, ErrorKind | None]:
+    """A host's error and its kind: unreachable, a failed task, or a play that never ran."""
+    if log.unreachable is not None or stats.unreachable:
+        return (
+            f"unreachable: {log.unreachable or 'no connection'}",
+            log.kind or ErrorKind.UNREACHABLE,
+        )
+    if log.failures or stats.failed:
+        return "; ".join(log.failures) or "failed", log.kind or ErrorKind.REJECTED
+    if no_play is not None:
+        kind, tail = no_play
+        return f"the play did not run: {tail}", kind
+    if not played:
+        return "the play did not run on this host (not matched by its hosts:)", ErrorKind.INVALID
+    return None, None
+
+
+# --- error kinds at this edge ---------------------------------------------------------------
+
+# ssh, sshpass and become say so when our credentials are refused
+AUTH_PATTERN = re.compile(
+    r"permission denied|authentication failed|invalid/incorrect password|incorrect password"
+    r"|missing sudo password|incorrect sudo password|host key verification failed"
+    r"|no more authentication methods",
+    re.IGNORECASE,
+)
+TIMEOUT_PATTERN = re.compile(
+    r"timed out|timeout \(\d+s\)|the command action failed to execute in the expected time",
+    re.IGNORECASE,
+)
+# a failed task whose cause is the play, its variables or its module arguments, not the host
+INVALID_PATTERN = re.compile(
+    r"undefined variable|is undefined|template error|unsupported parameters"
+    r"|missing required arguments|couldn't resolve module|value of \w+ must be one of",
+    re.IGNORECASE,
+)
+# ansible-playbook's own exit codes when no host result explains the failure
+RC_KINDS = {
+    1: ErrorKind.INVALID,  # AnsibleError: e.g. a playbook or role that cannot be loaded
+    2: ErrorKind.REJECTED,  # failed hosts
+    4: ErrorKind.INVALID,  # parser error (or unreachable hosts, which the hosts explain)
+    5: ErrorKind.INVALID,  # bad or incomplete options
+    8: ErrorKind.REJECTED,  # a play was stopped by a failure (any_errors_fatal)
+    GUARD_TIMEOUT_RC: ErrorKind.TIMEOUT,
+}
+
+
+def unreachable_kind(message: str) -> ErrorKind:
+    """An unreachable host: refused credentials, no answer in time, or no connection."""
+    if AUTH_PATTERN.search(message):
+        return ErrorKind.AUTH
+    if TIMEOUT_PATTERN.search(message):
+        return ErrorKind.TIMEOUT
+    return ErrorKind.UNREACHABLE
+
+
+def failure_kind(message: str) -> ErrorKind:
+    """A failed task: the host refused the change, unless the play or become was at fault."""
+    if INVALID_PATTERN.search(message):
+        return ErrorKind.INVALID
+    if AUTH_PATTERN.search(message):
+        return ErrorKind.AUTH
+    if TIMEOUT_PATTERN.search(message):
+        return ErrorKind.TIMEOUT
+    return ErrorKind.REJECTED
+
+
+def run_kind(status: str, rc: int | None) -> ErrorKind:
+    """The kind of a play that failed as a whole (ansible-runner's status and the exit code):
+    timeouts -> timeout; play, params and inventory problems -> invalid; a runner crash, a
+    missing binary (rc 127), a killed or interrupted play -> internal."""
+    if status == "timeout":
+        return ErrorKind.TIMEOUT
+    return RC_KINDS.get(rc if rc is not None else -1, ErrorKind.INTERNAL)
+
+
+# --- the environment and the private dir of one job -----------------------------------------
+
+# what ansible-playbook and ssh need from our environment; nothing else of it is passed on
+FORWARDED_ENV = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SSH_AUTH_SOCK")
+
+
+def job_env(runner_env: Mapping[str, str], ours: Mapping[str, str]) -> dict[str, str]:
+    """The environment of ``ansible-playbook``: what ansible-runner added to ``os.environ``,
+    the operator's ``ANSIBLE_*`` settings, ``FORWARDED_ENV`` and ours; never ``INFRA_*``
+    (secrets) or anything else of this process's environment."""
+    added = {k: v for k, v in runner_env.items() if os.environ.get(k) != v}
+    kept = {k: v for k, v in os.environ.items() if k in FORWARDED_ENV or k.startswith("ANSIBLE_")}
+    env = {**kept, **added, **ours}
+    return {k: v for k, v in env.items() if not k.startswith("INFRA_")}
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot): with the pid, names one process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def new_job_dir(state: Path, run_id: str, step_id: str) -> Path:
+    """``<state>/jobs/<pid>-<start>-<run>-<step>-XXXX``, mode 0700, owned by this process."""
+    jobs = state / JOBS_DIR
+    jobs.mkdir(parents=True, exist_ok=True, mode=0o700)
+    owner = f"{os.getpid()}-{_start_time(os.getpid())}"
+    return Path(tempfile.mkdtemp(prefix=f"{owner}-{run_id}-{step_id}-", dir=jobs))
+
+
+def sweep_jobs(state: Path) -> list[Path]:
+    """Remove the job dirs of processes that are gone (killed mid-play), and what older
+    versions left in ``<state>/<run>/<step>/`` (env/extravars, artifacts with the env)."""
+    removed: list[Path] = []
+    jobs = state / JOBS_DIR
+    for path in sorted(jobs.iterdir()) if jobs.is_dir() else ():
+        pid, _, rest = path.name.partition("-")
+        start = rest.partition("-")[0]
+        if not pid.isdigit() or _start_time(int(pid)) != start:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    for legacy in [*state.glob("*/*/env"), *state.glob("*/*/artifacts")]:
+        if legacy.parts[len(state.parts)] not in (JOBS_DIR, "home"):
+            shutil.rmtree(legacy, ignore_errors=True)
+            removed.append(legacy)
+    return removed
+
+
+class SecretChannel:
+    """Extra vars for ``-e @path`` through a FIFO (mode 0600): the text goes from this
+    process's memory to the one reader, Ansible, which reads it once; no file holds it."""
+
+    def __init__(self, path: Path, text: str, wait: float = 0.05) -> None:
+        self.path = path
+        self._data = text.encode()
+        self._wait = wait
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._feed, name="infra-extravars", daemon=True)
+
+    def __enter__(self) -> SecretChannel:
+        os.mkfifo(self.path, 0o600)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+        self.path.unlink(missing_ok=True)
+
+    def _feed(self) -> None:
+        while not self._done.is_set():
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: nobody reads yet
+                    return
+                self._done.wait(self._wait)
+                continue
+            try:
+                os.set_blocking(fd, True)
+                view = memoryview(self._data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            except BrokenPipeError:
+                pass
+            finally:
+                os.close(fd)
+            return
+
+
+# --- the guard: the play dies with the process that runs the step ---------------------------
+#
+# ansible-runner runs the command in a pty session (pexpect) with SIGHUP ignored, and each of
+# Ansible's forked workers calls setsid(): when this process dies nothing reaches them, and a
+# killpg() of the session misses the workers. So the command ansible-runner starts is this
+# guard, which runs ansible-playbook as its child and
+# - gets SIGTERM when this process dies (PR_SET_PDEATHSIG; it fires when the forking thread
+#   exits: that is the step thread, blocked in Runner.run until the guard exits), and also
+#   polls getppid() so that it does not depend on the signal;
+# - is the subreaper of the play (PR_SET_CHILD_SUBREAPER): every orphaned worker, ssh or ssh
+#   ControlPersist master becomes its child, so it can stop all of them;
+# - stops the play with SIGTERM (Ansible then stops its workers and their process groups),
+#   then after GUARD_GRACE SIGKILLs whatever is left, at params.timeout too.
+
+GUARD_POLL = 0.1
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_GUARD_CODE = "from infra_automation.departments.ansible import guard_main; guard_main()"
+
+
+def guard_command(command: Sequence[str], timeout: int) -> list[str]:
+    """``command`` under :func:`guard_main`, tied to this process, stopped after ``timeout``."""
+    return [sys.executable, "-c", _GUARD_CODE, str(os.getpid()), str(timeout), "--", *command]
+
+
+def guard_main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = list(sys.argv[1:] if argv is None else argv)
+    parent, timeout, command = int(args[0]), float(args[1]), args[3:]
+    stop: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda sig, _frame: stop.append(sig))
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(GUARD_ORPHANED_RC)
+    child = _spawn(command)
+    deadline = time.monotonic() + timeout
+    while True:
+        code = _reap(child)
+        if code is not None:
+            _stop_children(grace=1.0)  # e.g. ssh ControlPersist masters
+            os._exit(code)
+        if stop or os.getppid() != parent:
+            _stop_play(child)
+            os._exit(GUARD_ORPHANED_RC)
+        if time.monotonic() > deadline:
+            _stop_play(child)
+            os._exit(GUARD_TIMEOUT_RC)
+        time.sleep(GUARD_POLL)
+
+
+def _prctl(option: int, value: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option})")
+
+
+def _spawn(command: Sequence[str]) -> int:
+    pid = os.fork()
+    if pid == 0:  # the child: ansible-playbook, with the signals ansible-runner gave us
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            os.execv(command[0], list(command))  # noqa: S606 - argv, no shell
+        finally:
+            os._exit(127)
+    return pid
+
+
+def _reap(child: int) -> int | None:
+    """Reap every exited child (orphans too); the exit code of ``child`` once it exited."""
+    code: int | None = None
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return code
+        if pid == 0:
+            return code
+        if pid == child:
+            exit_code = os.waitstatus_to_exitcode(status)
+            code = exit_code if exit_code >= 0 else 128 - exit_code
+
+
+def _stop_play(child: int) -> None:
+    """SIGTERM: Ansible forwards it to its workers, which kill their process groups; then
+    SIGKILL for ansible-playbook and every process left under this subreaper."""
+    _signal(child, signal.SIGTERM)
+    deadline = time.monotonic() + GUARD_GRACE
+    while _reap(child) is None and time.monotonic() < deadline:
+        time.sleep(GUARD_POLL)
+    _signal(child, signal.SIGKILL)
+    _stop_children(grace=0)
+
+
+def _stop_children(grace: float) -> None:
+    """Stop every child (orphans of the play re-parented here): SIGTERM, SIGKILL after grace."""
+    deadline = time.monotonic() + grace
+    for _ in range(200):  # bounded: orphans keep arriving while a process tree unwinds
+        children = _children()
+        if not children:
+            return
+        sig = signal.SIGTERM if time.monotonic() < deadline else signal.SIGKILL
+        for pid in children:
+            _signal(pid, sig)
+        time.sleep(GUARD_POLL / 2)
+        _reap(-1)
+
+
+def _signal(pid: int, sig: int) -> None:
+    """``sig`` to ``pid`` and, if it leads a group of its own (a worker), to that group."""
+    try:
+        if os.getpgid(pid) == pid and pid != os.getpgid(0):
+            os.killpg(pid, sig)
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _children() -> list[int]:
+    me = os.getpid()
+    found: list[int] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+            found.append(int(entry.name))
+    return found

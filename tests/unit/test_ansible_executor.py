@@ -6,26 +6,48 @@ The executor itself is driven against real Debian hosts in
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from infra_automation.departments.ansible import (
+    GUARD_ORPHANED_RC,
+    GUARD_TIMEOUT_RC,
+    HostLog,
+    HostStats,
     PlaybookExecutor,
     PlaybookParams,
+    SecretChannel,
     _stats,
+    _target_error,
     ansible_playbook,
     build_inventory,
     collect_diffs,
+    failure_kind,
     format_diff,
+    guard_command,
+    job_env,
+    new_job_dir,
+    read_secrets,
     resolve_targets,
+    run_kind,
+    sweep_jobs,
     task_error,
+    unreachable_kind,
 )
 from infra_automation.exceptions import ConfigurationError
 from infra_automation.executors.base import StepContext
 from infra_automation.inventory import Host, Inventory, InventoryFile
-from infra_automation.results import Status
+from infra_automation.results import ErrorKind, Status
 
 
 def _inventory(tmp_path: Path, binding: str = "static") -> Inventory:
@@ -301,16 +323,185 @@ def test_secret_values_reach_ansible_verbatim_never_templated(tmp_path: Path) ->
     assert f'"msg": "{secret}|ok"' in proc.stdout
 
 
-def test_run_artifacts_keep_no_environment_and_no_known_secret(tmp_path: Path) -> None:
-    from infra_automation.departments.ansible import sanitize_artifacts
-    from infra_automation.secrets import REDACTOR
+# --- error kinds at this edge ---------------------------------------------------------------
 
-    REDACTOR.add("artifact-secret-4711")
-    (tmp_path / "job_events").mkdir()
-    (tmp_path / "command").write_text('{"env": {"INFRA_SECRET_X": "y"}}')
-    (tmp_path / "stdout").write_text("changed: artifact-secret-4711 written\n")
-    (tmp_path / "job_events" / "1.json").write_text('{"res": "artifact-secret-4711"}')
-    sanitize_artifacts(tmp_path)
-    assert not (tmp_path / "command").exists()
-    for path in (tmp_path / "stdout", tmp_path / "job_events" / "1.json"):
-        assert "artifact-secret-4711" not in path.read_text()
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        ("Failed to connect to the host via ssh: ssh: connect to host 127.0.0.1 port 1: "
+         "Connection refused", ErrorKind.UNREACHABLE),
+        ("Failed to connect to the host via ssh: root@127.0.0.1: Permission denied "
+         "(publickey,password).", ErrorKind.AUTH),
+        ("Invalid/incorrect password: Permission denied, please try again.", ErrorKind.AUTH),
+        ("Failed to connect to the host via ssh: Connection timed out during banner exchange",
+         ErrorKind.TIMEOUT),
+        ("Failed to connect to the host via ssh: ssh: Could not resolve hostname nope",
+         ErrorKind.UNREACHABLE),
+    ],
+)  # fmt: skip
+def test_unreachable_hosts_are_told_apart(message: str, kind: ErrorKind) -> None:
+    assert unreachable_kind(message) is kind
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        ("unknown time zone Mars/Olympus", ErrorKind.REJECTED),
+        ("non-zero return code | E: Unable to locate package nope", ErrorKind.REJECTED),
+        ("The task includes an option with an undefined variable. 'x' is undefined",
+         ErrorKind.INVALID),
+        ("Unsupported parameters for (ansible.builtin.copy) module: bogus", ErrorKind.INVALID),
+        ("Missing sudo password", ErrorKind.AUTH),
+        ("Timeout (12s) waiting for privilege escalation prompt: ", ErrorKind.TIMEOUT),
+    ],
+)  # fmt: skip
+def test_failed_tasks_are_rejected_unless_the_play_or_become_is_at_fault(
+    message: str, kind: ErrorKind
+) -> None:
+    assert failure_kind(message) is kind
+
+
+@pytest.mark.parametrize(
+    ("status", "rc", "kind"),
+    [
+        ("timeout", 254, ErrorKind.TIMEOUT),
+        ("failed", GUARD_TIMEOUT_RC, ErrorKind.TIMEOUT),
+        ("failed", 4, ErrorKind.INVALID),  # parser error
+        ("failed", 5, ErrorKind.INVALID),  # bad options
+        ("failed", 1, ErrorKind.INVALID),  # e.g. a role that cannot be found
+        ("failed", 127, ErrorKind.INTERNAL),  # ansible-playbook not found
+        ("failed", 250, ErrorKind.INTERNAL),  # Ansible crashed
+        ("failed", GUARD_ORPHANED_RC, ErrorKind.INTERNAL),
+        ("failed", None, ErrorKind.INTERNAL),
+    ],
+)
+def test_plays_that_fail_as_a_whole(status: str, rc: int | None, kind: ErrorKind) -> None:
+    assert run_kind(status, rc) is kind
+
+
+def test_a_host_without_results_failed_why_the_play_did_not_run() -> None:
+    error, kind = _target_error(HostLog(), HostStats(), (ErrorKind.INVALID, "ERROR! bad"), False)
+    assert kind is ErrorKind.INVALID and error == "the play did not run: ERROR! bad"
+    error, kind = _target_error(HostLog(), HostStats(), None, False)
+    assert kind is ErrorKind.INVALID and error is not None and "hosts:" in error
+    assert _target_error(HostLog(), HostStats(ok=2), None, True) == (None, None)
+    failed = HostLog(failures=["task 'x': boom"], kind=ErrorKind.REJECTED)
+    assert _target_error(failed, HostStats(failed=1), None, True) == (
+        "task 'x': boom",
+        ErrorKind.REJECTED,
+    )
+
+
+# --- secrets: one seam, never on disk, never in the environment ----------------------------
+
+
+def test_secrets_come_from_the_step_context_only(tmp_path: Path) -> None:
+    from infra_automation.secrets import Secrets
+
+    params = PlaybookParams(playbook="backup.yml", secret_vars={"backup_password": "bpw"})
+    with pytest.raises(ConfigurationError, match="no secrets were handed"):
+        read_secrets(_ctx(tmp_path, params), params)
+    ctx = _ctx(tmp_path, params, secrets=Secrets(env={"INFRA_SECRET_BPW": "from-the-ctx"}))
+    assert read_secrets(ctx, params) == {"backup_password": "from-the-ctx"}
+
+
+def test_ansible_playbook_gets_no_infra_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFRA_SECRET_UNRELATED", "do-not-forward")
+    monkeypatch.setenv("SOME_TOKEN", "not-forwarded-either")
+    monkeypatch.setenv("ANSIBLE_SSH_ARGS", "-o ControlMaster=no")
+    runner_env = {
+        **os.environ,
+        "ANSIBLE_STDOUT_CALLBACK": "awx_display",
+        "AWX_ISOLATED_DATA_DIR": "/j",
+    }
+    env = job_env(runner_env, {"ANSIBLE_HOME": "/h"})
+    assert not [k for k in env if k.startswith("INFRA_")]
+    assert "SOME_TOKEN" not in env
+    assert env["ANSIBLE_SSH_ARGS"] == "-o ControlMaster=no"  # the operator's Ansible settings
+    assert env["ANSIBLE_STDOUT_CALLBACK"] == "awx_display"  # what ansible-runner needs
+    assert env["AWX_ISOLATED_DATA_DIR"] == "/j"
+    assert env["ANSIBLE_HOME"] == "/h"
+
+
+def test_extravars_pass_through_a_fifo_read_once(tmp_path: Path) -> None:
+    path = tmp_path / "x.fifo"
+    with SecretChannel(path, "x: !unsafe 'fifo-secret'\n" * 5000) as channel:
+        assert stat.S_ISFIFO(path.stat().st_mode)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert channel.path.read_text() == "x: !unsafe 'fifo-secret'\n" * 5000
+    assert not path.exists()
+
+
+def test_a_fifo_nobody_reads_does_not_hang(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with SecretChannel(tmp_path / "x.fifo", "never read"):
+        pass
+    assert time.monotonic() - started < 2
+
+
+def test_sweep_removes_the_dirs_of_dead_owners_only(tmp_path: Path) -> None:
+    mine = new_job_dir(tmp_path, "r1", "web")
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o700
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = tmp_path / "jobs" / f"{dead.pid}-12345-r0-web-abc"
+    (gone / "env").mkdir(parents=True)
+    (gone / "env" / "extravars").write_text("secret")
+    legacy = tmp_path / "r0" / "web" / "env"
+    legacy.mkdir(parents=True)
+    assert sorted(sweep_jobs(tmp_path)) == sorted([gone, legacy])
+    assert mine.is_dir() and not gone.exists() and not legacy.exists()
+
+
+# --- the guard: the play dies with the process that runs the step --------------------------
+
+# A "step process" that runs a process tree under the guard like ansible-runner does: the
+# guarded command forks a grandchild in a session of its own (as Ansible's workers do).
+TREE = "import os, time\nif os.fork() == 0:\n    os.setsid(); time.sleep(300)\ntime.sleep(300)\n"
+STEP = (
+    "import subprocess, sys, time\n"
+    "from infra_automation.departments.ansible import guard_command\n"
+    "subprocess.Popen(guard_command([sys.executable, '-c', sys.argv[1], sys.argv[2]], 600))\n"
+    "time.sleep(300)\n"
+)
+
+
+def _tagged(tag: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            stat_ = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if tag.encode() in (entry / "cmdline").read_bytes() and stat_[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def test_the_guarded_tree_dies_with_the_step_process_even_on_sigkill() -> None:
+    tag = f"guard-test-{uuid.uuid4().hex}"
+    step = subprocess.Popen([sys.executable, "-c", STEP, TREE, tag])
+    try:
+        deadline = time.monotonic() + 20
+        while len(_tagged(tag)) < 4:  # step, guard, command, its detached child
+            assert time.monotonic() < deadline, _tagged(tag)
+            time.sleep(0.1)
+        step.kill()
+        step.wait()
+        deadline = time.monotonic() + 10
+        while _tagged(tag) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _tagged(tag) == []
+    finally:
+        for pid in _tagged(tag):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_the_guard_passes_the_exit_code_and_stops_at_its_timeout() -> None:
+    ok = subprocess.run(
+        guard_command([sys.executable, "-c", "raise SystemExit(3)"], 60), check=False
+    )
+    assert ok.returncode == 3
+    started = time.monotonic()
+    slow = subprocess.run(guard_command(["/bin/sleep", "60"], 1), check=False)
+    assert slow.returncode == GUARD_TIMEOUT_RC
+    assert time.monotonic() - started < 10
