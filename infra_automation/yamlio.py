@@ -158,9 +158,10 @@ def parse(
 ) -> Any:
     """One YAML document from ``text`` (``source`` names it in errors); see the module doc."""
     loader_class = _LiteralLoader if literal else _SafeLoader
-    loader = loader_class(text, aliases=aliases)
+    loader: _SafeLoader | _LiteralLoader | None = None
     try:
-        return loader.get_single_data()
+        built = loader = loader_class(text, aliases=aliases)  # its reader refuses controls
+        return built.get_single_data()
     except yaml.MarkedYAMLError as exc:
         raise _problem(source, exc, secret=secret) from None
     except yaml.YAMLError as exc:
@@ -169,7 +170,8 @@ def parse(
     except RecursionError:  # a construct the depth check does not see; never a traceback
         raise InputFileError(source, "nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load(

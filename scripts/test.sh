@@ -19,17 +19,31 @@ echo "==> mypy --strict"
 mypy
 echo "==> ansible-lint (production profile)"
 ansible-lint -q
-echo "==> pytest"
-set +e
-pytest -p no:cacheprovider "$@"
-rc=$?
-set -e
-if [[ $rc -eq 5 ]]; then
-  echo "pytest collected no tests: that is a failure for this project" >&2
-  exit 1
-fi
-if [[ $rc -ne 0 ]]; then
-  exit "$rc"
+run_pytest() {
+  set +e
+  pytest -p no:cacheprovider "$@"
+  local rc=$?
+  set -e
+  if [[ $rc -eq 5 ]]; then
+    echo "pytest collected no tests: that is a failure for this project" >&2
+    exit 1
+  fi
+  if [[ $rc -ne 0 ]]; then
+    exit "$rc"
+  fi
+}
+if (($#)); then
+  echo "==> pytest $*"
+  run_pytest "$@"
+else
+  echo "==> pytest (unit, database, server, lab integration)"
+  run_pytest --ignore=tests/faults
+  # The fault suite stops routers, vCenter and hosts of the lab on purpose: it runs last, on
+  # its own, and prints its fault x outcome matrix.
+  echo "==> pytest tests/faults (fuzzing and the fault matrix on the lab)"
+  run_pytest tests/faults
+  echo "==> secret scan (project root, databases, temp dir)"
+  python tests/faults/secret_scan.py --database "$INFRA_TEST_POSTGRES_URL"
 fi
 echo "==> mkdocs build --strict"
 mkdocs build --strict -d .infra/site
