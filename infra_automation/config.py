@@ -10,10 +10,12 @@ Read, later sources winning, from defaults, ``<root>/infra.toml`` and the enviro
     docs_dir = "docs"
     parallel = 4
     plugins = ["my_company.executors"]         # modules imported at start (they register executors)
+    lease_ttl = 30          # seconds a dead run keeps its project and device locks (1-30)
+    database_timeout = 30   # seconds a database write waits for a lock before the run fails
 
 Environment: ``INFRA_ROOT`` (the project root, default: the current directory),
-``INFRA_DATABASE_URL`` and ``INFRA_PLUGINS`` (comma-separated module names, added to
-``plugins``). Relative paths are relative to the root.
+``INFRA_DATABASE_URL``, ``INFRA_LEASE_TTL``, ``INFRA_DATABASE_TIMEOUT`` and ``INFRA_PLUGINS``
+(comma-separated module names, added to ``plugins``). Relative paths are relative to the root.
 """
 
 from __future__ import annotations
@@ -46,10 +48,8 @@ class Settings:
     state_dir: Path
     parallel: int = 4
     plugins: tuple[str, ...] = ()
-
-    @property
-    def lock_dir(self) -> Path:
-        return self.state_dir / "locks"
+    lease_ttl: float = 30.0
+    database_timeout: float = 30.0
 
 
 class _FileSettings(BaseModel):
@@ -62,13 +62,15 @@ class _FileSettings(BaseModel):
     docs_dir: str = "docs"
     parallel: int = Field(default=4, ge=1, le=256)
     plugins: list[str] = Field(default_factory=list)
+    lease_ttl: float = Field(default=30.0, gt=0, le=30)
+    database_timeout: float = Field(default=30.0, gt=0, le=3600)
 
 
 def load_settings(root: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Settings for ``root`` (or ``$INFRA_ROOT``, or the current directory)."""
     env = os.environ if env is None else env
     base = Path(root or env.get("INFRA_ROOT") or Path.cwd()).resolve()
-    spec = _read_file(base / CONFIG_FILE)
+    spec = _with_env(_read_file(base / CONFIG_FILE), env)
     state = base / STATE_DIR
     url = env.get("INFRA_DATABASE_URL") or spec.database_url or f"sqlite:///{state / 'runs.db'}"
     extra_plugins = [p.strip() for p in env.get("INFRA_PLUGINS", "").split(",") if p.strip()]
@@ -82,7 +84,26 @@ def load_settings(root: str | Path | None = None, env: Mapping[str, str] | None 
         state_dir=state,
         parallel=spec.parallel,
         plugins=tuple(dict.fromkeys([*spec.plugins, *extra_plugins])),
+        lease_ttl=spec.lease_ttl,
+        database_timeout=spec.database_timeout,
     )
+
+
+ENV_NUMBERS = {"lease_ttl": "INFRA_LEASE_TTL", "database_timeout": "INFRA_DATABASE_TIMEOUT"}
+
+
+def _with_env(spec: _FileSettings, env: Mapping[str, str]) -> _FileSettings:
+    """The file's settings with the numbers given in the environment, validated alike."""
+    given = {key: env[name] for key, name in ENV_NUMBERS.items() if env.get(name)}
+    if not given:
+        return spec
+    try:
+        return _FileSettings.model_validate({**spec.model_dump(), **given})
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"{ENV_NUMBERS.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigurationError(f"environment: {errors}") from exc
 
 
 def _under(root: Path, value: str) -> Path:

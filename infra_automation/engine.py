@@ -11,45 +11,55 @@
 Every event is redacted (:func:`infra_automation.secrets.redact`) and handed, in order, to
 the run record, then to the observers given to the engine (e.g. the progress view), then to
 the observers of the ``infra_automation.observers`` entry-point group (``factory(root)``;
-the docs writer). An observer that raises is reported as an ``observer.error`` event in the
-record; the run goes on.
+the docs writer). An observer that raises is logged, reported as an ``observer.error`` event
+in the record and detached (it gets no further events); the run goes on.
+
+One run per project at a time, across checkouts sharing the database: the run holds the
+lease ``project:<name>`` (:class:`~infra_automation.scheduler.ProjectLock`). If the run record
+cannot be written (database locked past ``database_timeout``, disk full) the run stops
+starting steps and ends ``failed``, the error named on the step and on the run; the final
+state is written by :meth:`RunRecorder.salvage` in a fresh connection. If even that fails the
+run is left ``running`` in the record, and reads ``interrupted`` once its lease expires.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine as SqlEngine
 
+from infra_automation import pinning
 from infra_automation.catalog import Catalog, load_catalog
 from infra_automation.config import Settings
 from infra_automation.events import Event, Observer, utcnow
-from infra_automation.exceptions import ConfigurationError
+from infra_automation.exceptions import ConfigurationError, RecordError
 from infra_automation.executors.base import RunResources
 from infra_automation.executors.registry import REGISTRY, ExecutorRegistry
 from infra_automation.inventory import Inventory, load_inventory
 from infra_automation.planner import Plan, build_plan
-from infra_automation.record import RunRecord, RunRecorder, RunStore, open_database
+from infra_automation.record import IMMEDIATE, RunRecorder, RunStore, open_database
 from infra_automation.request import Request, load_request, validate_request
-from infra_automation.results import RunResult, Status, StepResult, TargetResult
+from infra_automation.results import RunResult, StepResult
 from infra_automation.scheduler import (
     ProjectLock,
     RunEnvironment,
     Scheduler,
     finished_payload,
 )
-from infra_automation.secrets import MASK, redact
+from infra_automation.secrets import redact
 
 OBSERVER_GROUP = "infra_automation.observers"
 DIAGNOSTIC_KINDS = frozenset({"observer.error", "run.warning"})
+log = logging.getLogger(__name__)
 
 
 def new_run_id() -> str:
@@ -65,7 +75,10 @@ class _NamedObserver:
 
 @dataclass
 class EventBus:
-    """Redacts each event and delivers it to the record, then to every observer, in order."""
+    """Redacts each event and delivers it to the record, then to every observer, in order.
+
+    An observer that raises is logged and detached. A record that cannot be written still
+    lets the observers see the event, then raises :class:`RecordError`."""
 
     recorder: RunRecorder
     observers: list[_NamedObserver] = field(default_factory=list)
@@ -80,30 +93,52 @@ class EventBus:
             run_id=event.run_id, kind=event.kind, step_id=event.step_id, data=data, at=event.at
         )
         with self._lock:  # the record and the progress view see one global order
-            self.recorder.on_event(clean)
-            for obs in self.local:
+            number = self.recorder.submit(clean)
+            for obs in tuple(self.local):
                 self._deliver(type(obs).__name__, obs, clean)
-        if clean.kind in DIAGNOSTIC_KINDS:
-            return
-        # Entry-point observers (the docs writer rewrites pages here) run outside the bus
-        # lock so a slow one never holds up the other steps' events; each step's events come
-        # from one thread, so they still arrive in order per step. Observers lock themselves.
-        for named in self.observers:
-            self._deliver(named.name, named.observer, clean)
+        failure: RecordError | None = None
+        if clean.kind in IMMEDIATE:  # outside the lock: parallel steps share a commit
+            try:
+                self.recorder.wait_written(number)
+            except RecordError as exc:
+                failure = exc
+        if clean.kind not in DIAGNOSTIC_KINDS:
+            # Entry-point observers (the docs writer rewrites pages here) run outside the bus
+            # lock so a slow one never holds up the other steps' events; each step's events
+            # come from one thread, so they still arrive in order per step.
+            for named in tuple(self.observers):
+                self._deliver(named.name, named.observer, clean)
+        if failure is not None:
+            raise failure
 
     def _deliver(self, name: str, observer: Observer, event: Event) -> None:
         try:
             observer.on_event(event)
         except Exception as exc:  # an observer never aborts a run
+            self._detach(observer)
+            log.error(
+                "observer %s raised on %s (%s: %s); it gets no further events",
+                name,
+                event.kind,
+                type(exc).__name__,
+                exc,
+            )
             error = Event(
                 run_id=event.run_id,
                 kind="observer.error",
                 step_id=event.step_id,
                 data=redact({"observer": name, "event": event.kind, "error": str(exc)}),
             )
-            self.recorder.on_event(error)
-            for obs in self.local:
-                obs.on_event(error)
+            with suppress(RecordError):  # the next step boundary reports a failed record
+                self.recorder.on_event(error)
+            for obs in tuple(self.local):
+                if obs is not observer:
+                    with suppress(Exception):
+                        obs.on_event(error)
+
+    def _detach(self, observer: Observer) -> None:
+        self.local = [o for o in self.local if o is not observer]
+        self.observers = [n for n in self.observers if n.observer is not observer]
 
 
 class Engine:
@@ -129,7 +164,9 @@ class Engine:
     @property
     def db(self) -> SqlEngine:
         if self._db is None:
-            self._db = open_database(self.settings.database_url)
+            self._db = open_database(
+                self.settings.database_url, timeout=self.settings.database_timeout
+            )
         return self._db
 
     @property
@@ -152,7 +189,8 @@ class Engine:
         return validate_request(data, self.catalog(), source)
 
     def plan(self, request: Request) -> Plan:
-        return build_plan(self.catalog().get(request.service), request, self.registry)
+        service = self.catalog().get(request.service)
+        return build_plan(service, request, self.registry, root=self.settings.root)
 
     def inventory(self, request: Request) -> Inventory:
         folder = self.settings.inventory
@@ -182,13 +220,32 @@ class Engine:
         return self.plan(self.validate(old.request, source=f"run {run_id}"))
 
     def resume(
-        self, run_id: str, *, parallel: int | None = None, plan: Plan | None = None
+        self,
+        run_id: str,
+        *,
+        parallel: int | None = None,
+        plan: Plan | None = None,
+        changed: Literal["rerun", "refuse"] = "rerun",
     ) -> RunResult:
-        """A new run of ``run_id``'s request that reuses its successful steps."""
+        """A new run of ``run_id``'s request that reuses its successful, unchanged steps.
+
+        A finished step whose definition changed since (executor, params, models, content
+        files: :mod:`infra_automation.pinning`) is re-run with its dependents, or, with
+        ``changed="refuse"``, the resume is refused listing them (nothing runs).
+        """
         old = self.store.get_run(run_id)
         plan = plan or self.resume_plan(run_id)
-        reused = reusable_results(old, plan)
-        return self._run(plan, check=old.check, parallel=parallel, reused=reused, resumed=old.id)
+        reuse = pinning.reusable_results(old, plan)
+        if changed == "refuse":
+            reuse.refuse_changed(run_id)
+        return self._run(
+            plan,
+            check=old.check,
+            parallel=parallel,
+            reused=reuse.results,
+            resumed=old.id,
+            changes=reuse.changed,
+        )
 
     def close(self) -> None:
         if self._db is not None:
@@ -203,11 +260,13 @@ class Engine:
         parallel: int | None,
         reused: Mapping[str, StepResult] | None = None,
         resumed: str | None = None,
+        changes: Sequence[pinning.Change] = (),
     ) -> RunResult:
         inventory = self.inventory(plan.request)
         run_id = new_run_id()
         workers = parallel or self.settings.parallel
-        with ProjectLock(self.settings.lock_dir, plan.project, run_id):
+        ttl = self.settings.lease_ttl
+        with ProjectLock(self.db, plan.project, run_id, ttl=ttl):
             recorder = RunRecorder(self.db)
             try:
                 bus = self._bus(recorder)
@@ -220,45 +279,106 @@ class Engine:
                     db=self.db,
                     check=check,
                 )
-                return self._execute(plan, env, bus, workers, reused or {}, resumed)
+                started = self._started_event(plan, env, workers, resumed, changes)
+                return self._execute(plan, env, bus, started, reused or {})
             finally:
                 recorder.close()
 
     def _bus(self, recorder: RunRecorder) -> EventBus:
         return EventBus(recorder=recorder, local=list(self.observers))
 
+    def _started_event(
+        self,
+        plan: Plan,
+        env: RunEnvironment,
+        parallel: int,
+        resumed: str | None,
+        changes: Sequence[pinning.Change],
+    ) -> Event:
+        data = {
+            "service": plan.service,
+            "project": plan.project,
+            "requester": plan.request.requester,
+            "check": env.check,
+            "parallel": parallel,
+            "resumed_from": resumed,
+            "request": plan.request.to_dict(),
+            "plan": plan.summary(),
+            "revision": pinning.content_revision(
+                plan, env.root, catalog_file=self.catalog().sources.get(plan.service)
+            ),
+            "rerun": [{"step": c.step_id, "kind": c.kind, "reason": c.reason} for c in changes],
+        }
+        return Event(run_id=env.run_id, kind="run.started", data=data)
+
     def _execute(
         self,
         plan: Plan,
         env: RunEnvironment,
         bus: EventBus,
-        parallel: int,
+        started_event: Event,
         reused: Mapping[str, StepResult],
-        resumed: str | None,
     ) -> RunResult:
-        started = utcnow()
+        started = started_event.at
         load_errors = self._attach_observers(bus)
-        bus.emit(_run_started(plan, env, parallel, resumed, started))
+        bus.emit(started_event)  # RecordError: nothing ran
         for name, error in load_errors:
             data = {"observer": name, "event": "load", "error": error}
-            bus.emit(Event(env.run_id, "observer.error", data=data))
+            _emit_quietly(bus, Event(env.run_id, "observer.error", data=data))
         for sid, done in reused.items():
             payload = finished_payload(plan.step(sid), done, reused=True)
-            bus.emit(Event(run_id=env.run_id, kind="step.finished", step_id=sid, data=payload))
+            _emit_quietly(bus, Event(env.run_id, "step.finished", step_id=sid, data=payload))
         results: dict[str, StepResult] = {}
         try:
             scheduler = Scheduler(
-                plan, env, self.registry, bus.emit, parallel=parallel, reused=reused
+                plan,
+                env,
+                self.registry,
+                bus.emit,
+                parallel=started_event.data["parallel"],
+                reused=reused,
             )
             results = scheduler.run()
         finally:
             for error in env.resources.close():
-                bus.emit(Event(env.run_id, "run.warning", data={"message": f"closing {error}"}))
+                message = {"message": f"closing {error}"}
+                _emit_quietly(bus, Event(env.run_id, "run.warning", data=message))
             outcome = RunResult(
                 run_id=env.run_id, project=plan.project, check=env.check, steps=results
             )
-            bus.emit(_run_finished(outcome, plan, started))
+            self._finish(bus, outcome, plan, started, reused)
         return outcome
+
+    def _finish(
+        self,
+        bus: EventBus,
+        outcome: RunResult,
+        plan: Plan,
+        started: datetime,
+        reused: Mapping[str, StepResult],
+    ) -> None:
+        """Record the end of the run; after a failed write, salvage the record."""
+        finished = _run_finished(outcome, plan, started)
+        if bus.recorder.error is None:
+            with suppress(RecordError):
+                bus.emit(finished)
+        error = bus.recorder.error
+        if error is None:
+            return
+        payloads = {
+            sid: finished_payload(plan.step(sid), r, reused=sid in reused)
+            for sid, r in outcome.steps.items()
+        }
+        final = {**finished.data, "status": "failed", "error": error}
+        patience = max(2.0, self.settings.database_timeout)
+        if not bus.recorder.salvage(outcome.run_id, payloads, final, patience=patience):
+            log.error(
+                "%s; run %s stays 'running' in the record and reads 'interrupted' once its "
+                "lease expires (resume it with `infra resume %s`)",
+                error,
+                outcome.run_id,
+                outcome.run_id,
+            )
 
     def _attach_observers(self, bus: EventBus) -> list[tuple[str, str]]:
         """Entry-point observers join the bus; returns (name, error) of those that failed."""
@@ -273,6 +393,13 @@ class Engine:
         return errors
 
 
+def _emit_quietly(bus: EventBus, event: Event) -> None:
+    """Emit an event whose loss does not change the run (a failed record is sticky: the
+    next step boundary reports it)."""
+    with suppress(RecordError):
+        bus.emit(event)
+
+
 def load_entry_point_observers(root: Path) -> list[tuple[str, Observer | None, str]]:
     """``(name, observer or None, error)`` for each ``infra_automation.observers`` entry."""
     out: list[tuple[str, Observer | None, str]] = []
@@ -282,22 +409,6 @@ def load_entry_point_observers(root: Path) -> list[tuple[str, Observer | None, s
         except Exception as exc:  # a broken plugin must not stop runs
             out.append((ep.name, None, f"{type(exc).__name__}: {exc}"))
     return out
-
-
-def _run_started(
-    plan: Plan, env: RunEnvironment, parallel: int, resumed: str | None, at: datetime
-) -> Event:
-    data = {
-        "service": plan.service,
-        "project": plan.project,
-        "requester": plan.request.requester,
-        "check": env.check,
-        "parallel": parallel,
-        "resumed_from": resumed,
-        "request": plan.request.to_dict(),
-        "plan": plan.summary(),
-    }
-    return Event(run_id=env.run_id, kind="run.started", data=data, at=at)
 
 
 def _run_finished(result: RunResult, plan: Plan, started: datetime) -> Event:
@@ -310,38 +421,3 @@ def _run_finished(result: RunResult, plan: Plan, started: datetime) -> Event:
         "finished_at": utcnow().isoformat(),
     }
     return Event(run_id=result.run_id, kind="run.finished", data=data)
-
-
-def reusable_results(old: RunRecord, plan: Plan) -> dict[str, StepResult]:
-    """Successful steps of ``old`` that are still in ``plan``, as results to reuse."""
-    planned = {s.id for s in plan.steps}
-    reused: dict[str, StepResult] = {}
-    for step in old.steps:
-        if MASK in json.dumps(step.outputs, default=str):
-            continue  # an output was masked in the record: run the step again for its value
-        if step.status == Status.SUCCESS.value and step.step_id in planned:
-            reused[step.step_id] = StepResult(
-                status=Status.SUCCESS,
-                changed=step.changed,
-                diff=step.diff,
-                outputs=dict(step.outputs),
-                targets=_targets(step.targets),
-                artifacts=dict(step.artifacts),
-                started_at=step.started_at,
-                finished_at=step.finished_at,
-            )
-    return reused
-
-
-def _targets(rows: Sequence[Mapping[str, Any]]) -> tuple[TargetResult, ...]:
-    return tuple(
-        TargetResult(
-            target=str(r.get("target", "")),
-            status=Status(r.get("status", "success")),
-            changed=bool(r.get("changed", False)),
-            diff=str(r.get("diff") or ""),
-            error=r.get("error"),
-            details=dict(r.get("details") or {}),
-        )
-        for r in rows
-    )

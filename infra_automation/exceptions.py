@@ -26,7 +26,9 @@
     │   ├── RecordError               the run record cannot be written or read (locked, disk full)
     │   ├── ResumeRefused             finished steps changed definition since the run (lists them)
     │   └── StepsFailed               raised by RunResult.raise_for_status()
-    └── LabError                      the local lab cannot be started / is missing packages
+    ├── LabError                      the local lab cannot be started / is missing packages
+    ├── ServiceError                  the infra server refused or failed an API call (status)
+    └── ChangeError                   a change record cannot be found or used (names the id)
 
 The library never prints and never exits; only the CLI maps these to messages and exit codes.
 Executors return failed results rather than raising; the step boundary converts any exception
@@ -196,3 +198,17 @@ class ResumeRefused(RunError):
             f"run {run_id}: the definition of finished steps changed since it ran:\n{lines}\n"
             "re-run them (the default) or apply the request again"
         )
+
+
+class ServiceError(InfraError):
+    """The infra server (``infra --server URL``) refused or failed a call: HTTP ``status``,
+    the ``error`` code of its body and its message."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        self.status = status
+        self.error = error
+        super().__init__(f"server answered {status} ({error}): {message}")
+
+
+class ChangeError(InfraError):
+    """A change record cannot be found or used (unknown id, ambiguous prefix, bad policy)."""

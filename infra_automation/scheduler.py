@@ -8,28 +8,32 @@
   the step with the field errors.
 - Any exception escaping an executor becomes a failed :class:`StepResult` (step boundary).
 - Check mode calls ``preview``; executors without check support are skipped with a reason.
-- :class:`ProjectLock`: one active run per project (``fcntl.flock``, released by the kernel
-  when the process dies, so a killed run leaves no stale lock).
+- The run record failing (:class:`RecordError` from ``emit``) fails the step whose event could
+  not be written, with the error; no further step starts, the ones waiting are ``skipped``
+  with the error, and :attr:`Scheduler.record_error` tells the engine to salvage the record.
+- :class:`ProjectLock`: one active run per project, a database lease ``project:<name>``
+  (:mod:`infra_automation.leases`): it holds across checkouts sharing the database, and a run
+  whose process died loses it once it expires.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
 from infra_automation.catalog import TargetSelection
 from infra_automation.events import Event, utcnow
-from infra_automation.exceptions import InfraError, RunLocked
+from infra_automation.exceptions import InfraError, RecordError, RunLocked
 from infra_automation.executors.base import Executor, RunResources, StepContext
 from infra_automation.executors.registry import ExecutorRegistry
+from infra_automation.leases import DEFAULT_TTL, Leases
 from infra_automation.planner import Plan, PlannedStep
 from infra_automation.render import render_value
 from infra_automation.results import ErrorKind, Status, StepResult, error_kind_of
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
 
 Emit = Callable[[Event], None]
 INVALID = ErrorKind.INVALID
+INTERNAL = ErrorKind.INTERNAL
 
 
 @dataclass(frozen=True)
@@ -83,21 +88,45 @@ class Scheduler:
         self._steps = {s.id: s for s in plan.steps}
         self._dependents = plan.dependents()
         self._variables = base_variables(plan, self.outputs)
+        self.record_error: str | None = None
+        self._record_lock = threading.Lock()
 
     def run(self) -> dict[str, StepResult]:
         """Run every step not already in ``results``; returns results in plan order."""
         waiting, ready = self._initial_state()
         with ThreadPoolExecutor(self.parallel, thread_name_prefix="infra-step") as pool:
             running: dict[Future[StepResult], str] = {}
-            while ready or running:
-                while ready and len(running) < self.parallel:
+            while (ready and self.record_error is None) or running:
+                while ready and len(running) < self.parallel and self.record_error is None:
                     sid = ready.popleft()
                     running[pool.submit(self._execute, self._steps[sid])] = sid
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     sid = running.pop(future)
                     self._finish(sid, future.result(), waiting, ready)
+        if self.record_error is not None:
+            self._abandon(self.record_error)
         return {s.id: self.results[s.id] for s in self.plan.steps if s.id in self.results}
+
+    def _send(self, event: Event) -> str | None:
+        """Emit ``event``; the run record's error if it could not be written."""
+        try:
+            self.emit(event)
+        except RecordError as exc:
+            with self._record_lock:
+                self.record_error = self.record_error or str(exc)
+            return str(exc)
+        return None
+
+    def _abandon(self, error: str) -> None:
+        """After the record failed: the steps that did not start are skipped, naming it."""
+        for step in self.plan.steps:
+            if step.id not in self.results:
+                result = StepResult(
+                    status=Status.SKIPPED, error=f"not run: {error}", error_kind=INTERNAL
+                )
+                self.results[step.id] = result
+                self._send(self._event("step.finished", step.id, finished_payload(step, result)))
 
     def _initial_state(self) -> tuple[dict[str, set[str]], deque[str]]:
         waiting: dict[str, set[str]] = {}
@@ -141,20 +170,29 @@ class Scheduler:
         cause = self.results[because].status.value
         result = StepResult(status=Status.SKIPPED, error=f"dependency {because!r} {cause}")
         self.results[sid] = result
-        self.emit(self._event("step.finished", sid, finished_payload(self._steps[sid], result)))
+        self._send(self._event("step.finished", sid, finished_payload(self._steps[sid], result)))
 
     # --- one step (runs in a worker thread) -----------------------------------------------
 
     def _execute(self, step: PlannedStep) -> StepResult:
         started = utcnow()
         payload = {"department": step.department, "executor": step.executor}
-        self.emit(self._event("step.started", step.id, payload, at=started))
-        try:
-            result = self._run_step(step)
-        except Exception as exc:  # the step boundary: nothing escapes a step
-            result = StepResult.failure(f"{type(exc).__name__}: {exc}", kind=error_kind_of(exc))
+        error = self._send(self._event("step.started", step.id, payload, at=started))
+        if error is not None:  # not run: what it did could not be recorded
+            result = StepResult.failure(f"not run: {error}", kind=INTERNAL)
+        else:
+            try:
+                result = self._run_step(step)
+            except Exception as exc:  # the step boundary: nothing escapes a step
+                kind = error_kind_of(exc)
+                result = StepResult.failure(f"{type(exc).__name__}: {exc}", kind=kind)
         result = result.with_timings(started, utcnow())
-        self.emit(self._event("step.finished", step.id, finished_payload(step, result)))
+        error = self._send(self._event("step.finished", step.id, finished_payload(step, result)))
+        if error is not None and result.status is not Status.FAILED:
+            done = result.status.value
+            message = f"{error} (the step itself finished {done}; its result is not recorded)"
+            result = replace(result, status=Status.FAILED, error=message, error_kind=INTERNAL)
+            self._send(self._event("step.finished", step.id, finished_payload(step, result)))
         return result
 
     def _run_step(self, step: PlannedStep) -> StepResult:
@@ -317,39 +355,23 @@ def finished_payload(
 
 
 class ProjectLock:
-    """Exclusive ``flock`` on ``<lock_dir>/<project>.lock`` holding the pid and run id."""
+    """The lease ``project:<name>`` of a run, renewed while it runs (RunLocked if taken)."""
 
-    def __init__(self, lock_dir: Path, project: str, run_id: str) -> None:
-        self.path = lock_dir / f"{project}.lock"
+    def __init__(self, db: Engine, project: str, run_id: str, *, ttl: float = DEFAULT_TTL) -> None:
         self.project = project
-        self.run_id = run_id
-        self._file: IO[str] | None = None
+        self.key = f"project:{project}"
+        self.leases = Leases(db, run_id=run_id, ttl=ttl)
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
+        holder = self.leases.try_acquire(self.key)
+        if holder is not None:
             raise RunLocked(
-                f"project {self.project!r} has an active run ({holder}); "
-                f"wait for it to finish (lock: {self.path})"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"run {self.run_id}, pid {os.getpid()}\n")
-        handle.flush()
-        self._file = handle
+                f"project {self.project!r} has an active run ({holder.describe()}); "
+                "wait for it to finish, or for its lease to expire if its process died"
+            )
 
     def release(self) -> None:
-        if self._file is not None:
-            self._file.truncate(0)
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+        self.leases.close()
 
     def __enter__(self) -> ProjectLock:
         self.acquire()

@@ -16,18 +16,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
 from infra_automation.cli import render
+from infra_automation.cli.db import app as db_app
 from infra_automation.cli.junit import check_report_path, write_junit
 from infra_automation.config import Settings, load_plugins, load_settings
 from infra_automation.docs.cli import app as docs_app
 from infra_automation.engine import Engine
 from infra_automation.events import Observer
-from infra_automation.exceptions import InfraError, RequestValidationError
+from infra_automation.exceptions import InfraError, RecordError, RequestValidationError
 from infra_automation.gitchanges import changed_requests
 from infra_automation.lab.cli import app as lab_app
 from infra_automation.planner import Plan
@@ -49,6 +50,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(requests_app, name="requests")
 app.add_typer(lab_app, name="lab")
 app.add_typer(docs_app, name="docs")
+app.add_typer(db_app, name="db")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -138,6 +140,8 @@ def _errors() -> Iterator[None]:
                 f"{render.escape(STATE.shown(field_error.message))}"
             )
         raise typer.Exit(EXIT_INVALID) from None
+    except RecordError as exc:  # the record failed (locked, full disk): a run failure, not input
+        _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
     except InfraError as exc:
         _fail(f"{type(exc).__name__}: {exc}")
     except OSError as exc:  # e.g. .infra cannot be created: the project root is not writable
@@ -238,12 +242,22 @@ def resume_cmd(
     output: OutputOpt = "text",
     junit: JunitOpt = None,
     no_docs: NoDocsOpt = False,
+    changed: Annotated[
+        str,
+        typer.Option(
+            "--changed",
+            help="Finished steps whose definition changed since: 'rerun' them (and their "
+            "dependents), or 'refuse' and list them",
+        ),
+    ] = "rerun",
 ) -> None:
     """Re-run the failed, skipped and never-started steps of a run; reuse the others."""
-
+    if changed not in ("rerun", "refuse"):
+        _fail(f"--changed must be 'rerun' or 'refuse', not {changed!r}")
+    mode: Literal["rerun", "refuse"] = "refuse" if changed == "refuse" else "rerun"
     _execute(
         lambda engine: engine.resume_plan(run_id),
-        lambda engine, plan: engine.resume(run_id, parallel=parallel, plan=plan),
+        lambda engine, plan: engine.resume(run_id, parallel=parallel, plan=plan, changed=mode),
         output,
         junit,
         no_docs,

@@ -175,6 +175,7 @@ def run_dict(run: RunRecord) -> dict[str, Any]:
         "requester": run.requester,
         "check": run.check,
         "status": run.status,
+        "error": run.error,
         "resumed_from": run.resumed_from,
         "changed": run.changed,
         "started_at": run.started_at.isoformat(),
@@ -238,6 +239,8 @@ def run_view(run: RunRecord) -> RenderableType:
             _secs(s.duration),
             escape(shown_error(s.error, s.error_kind)),
         )
+    if run.error:
+        return Group(header, Text(visible(f"error: {run.error}"), style="red"), table)
     return Group(header, table)
 
 

@@ -21,6 +21,7 @@ from infra_automation.cli import app
 from infra_automation.config import load_settings
 from infra_automation.engine import Engine
 from infra_automation.progress import LiveProgress, PlainProgress
+from infra_automation.record import open_database
 from infra_automation.scheduler import ProjectLock
 
 PLUGINS = Path(__file__).parent / "data" / "plugins"
@@ -168,7 +169,7 @@ def test_runs_list_show_and_resume(cli: CliRunner, root: Path) -> None:
 
 
 def test_second_run_is_refused_with_a_clear_message(cli: CliRunner, root: Path) -> None:
-    with ProjectLock(load_settings(root, env={}).lock_dir, "shop", "busy-run"):
+    with ProjectLock(open_database(load_settings(root, env={}).database_url), "shop", "busy-run"):
         res = run(cli, root, "apply", str(root / "requests/chain.yml"), "--no-docs")
     assert res.exit_code == 2
     assert "RunLocked: project 'shop' has an active run (run busy-run, pid" in res.stderr

@@ -1,16 +1,22 @@
-"""Engine: nothing recorded for invalid input, resume, the run lock, observers and events."""
+"""Engine, on SQLite and PostgreSQL: nothing recorded for invalid input, resume, the run lock
+(a database lease), observers (detached when they raise) and events, a failed record write."""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from db_backends import database_url  # noqa: F401 - the fixture, over both backends
 from engine_helpers import Calls, Collector, step, write_request
 
 from infra_automation import engine as engine_module
-from infra_automation.config import Settings
+from infra_automation.config import Settings, load_settings
 from infra_automation.engine import Engine
 from infra_automation.events import Event
 from infra_automation.exceptions import (
@@ -19,11 +25,17 @@ from infra_automation.exceptions import (
     RunLocked,
     RunNotFound,
 )
-from infra_automation.executors import ExecutorRegistry
+from infra_automation.executors import ExecutorInfo, ExecutorRegistry, StepContext
+from infra_automation.results import StepResult
 from infra_automation.scheduler import ProjectLock
 from infra_automation.secrets import REDACTOR
 
 Make = Callable[..., Any]
+
+
+@pytest.fixture
+def settings(root: Path, database_url: str) -> Settings:  # noqa: F811 - over both backends
+    return load_settings(root, env={"INFRA_DATABASE_URL": database_url})
 
 
 def test_invalid_request_leaves_no_run(engine: Engine, request_for: Make, root: Path) -> None:
@@ -99,22 +111,31 @@ def test_resume_of_unknown_run(engine: Engine) -> None:
         engine.resume("nope")
 
 
-def test_second_run_of_a_project_is_refused(
-    engine: Engine, request_for: Make, settings: Settings
-) -> None:
+def test_second_run_of_a_project_is_refused(engine: Engine, request_for: Make) -> None:
     req = request_for("locked", [step("a")])
     with (
-        ProjectLock(settings.lock_dir, "shop", "other-run"),
+        ProjectLock(engine.db, "shop", "other-run"),
         pytest.raises(
-            RunLocked, match=r"project 'shop' has an active run \(run other-run, pid \d+\)"
+            RunLocked, match=r"project 'shop' has an active run \(run other-run, pid \d+ on "
         ),
     ):
         engine.apply(req)
     assert engine.store.list_runs() == []
     assert not engine.apply(req).failed  # the lock is free again
     other = request_for("locked", [step("a")], project="other")
-    with ProjectLock(settings.lock_dir, "shop", "x"):
+    with ProjectLock(engine.db, "shop", "x"):
         assert not engine.apply(other).failed  # other projects are not blocked
+
+
+def test_an_expired_project_lease_is_taken_over(engine: Engine, request_for: Make) -> None:
+    req = request_for("expired", [step("a")])
+    dead = ProjectLock(engine.db, "shop", "dead-run", ttl=0.2)
+    dead.acquire()
+    dead.leases._stop.set()  # its process died: no more heartbeats
+    with pytest.raises(RunLocked):
+        engine.apply(req)
+    time.sleep(0.3)
+    assert not engine.apply(req).failed
 
 
 def test_events_and_their_payloads(engine: Engine, request_for: Make, collector: Collector) -> None:
@@ -147,16 +168,23 @@ def test_events_and_their_payloads(engine: Engine, request_for: Make, collector:
         "resumed_from",
         "request",
         "plan",
+        "revision",
+        "rerun",
     }
     assert started.data["parallel"] == 3 and started.data["resumed_from"] is None
+    assert started.data["rerun"] == []
+    assert set(started.data["revision"]) == {"catalog", "files", "git"}
     assert started.data["request"]["params"] == {}
-    assert started.data["plan"][1] == {
-        "id": "b",
-        "department": "core",
-        "executor": "core.fail",
-        "needs": ["a"],
-        "description": "",
-    }
+    assert (
+        started.data["plan"][1].items()
+        >= {
+            "id": "b",
+            "department": "core",
+            "executor": "core.fail",
+            "needs": ["a"],
+            "description": "",
+        }.items()
+    )
     step_finished = collector.events[3]
     assert step_finished.step_id == "a"
     assert set(step_finished.data) == {
@@ -207,16 +235,21 @@ def test_secrets_are_redacted_before_record_and_observers(
 
 
 class Broken:
+    def __init__(self) -> None:
+        self.seen = 0
+
     def on_event(self, event: Event) -> None:
+        self.seen += 1
         raise ValueError(f"cannot handle {event.kind}")
 
 
-def test_observer_errors_are_recorded_and_never_abort(
+def test_an_observer_that_raises_is_logged_and_detached(
     settings: Settings,
     registry: ExecutorRegistry,
     monkeypatch: pytest.MonkeyPatch,
     request_for: Make,
     engine: Engine,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     req = request_for("obs", [step("a"), step("b", needs=["a"])])
     seen = Collector()
@@ -226,20 +259,21 @@ def test_observer_errors_are_recorded_and_never_abort(
         return [("broken", Broken(), ""), ("good", seen, ""), ("missing", None, "ImportError: x")]
 
     monkeypatch.setattr(engine_module, "load_entry_point_observers", fake_load)
-    with_observers = Engine(settings, registry=registry, load_observers=True)
-    result = with_observers.apply(req)
+    local = Broken()
+    with_observers = Engine(settings, registry=registry, observers=[local], load_observers=True)
+    with caplog.at_level(logging.ERROR, logger="infra_automation.engine"):
+        result = with_observers.apply(req)
     assert not result.failed
+    assert engine.store.get_run(result.run_id).status == "success"
     assert seen.kinds()[0] == "run.started" and seen.kinds()[-1] == "run.finished"
     errors = engine.store.events(result.run_id, kind="observer.error")
     load = [e.data for e in errors if e.data["event"] == "load"]
     assert load == [{"observer": "missing", "event": "load", "error": "ImportError: x"}]
-    assert {e.data["observer"] for e in errors if e.data["event"] != "load"} == {"broken"}
-    assert {e.data["event"] for e in errors if e.data["event"] != "load"} == {
-        "run.started",
-        "step.started",
-        "step.finished",
-        "run.finished",
-    }
+    raised = [(e.data["observer"], e.data["event"]) for e in errors if e.data["event"] != "load"]
+    assert raised == [("Broken", "run.started"), ("broken", "run.started")]  # then detached
+    assert local.seen == 1 and with_observers.observers == [local]
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("observer broken raised on run.started" in m for m in logged), logged
     assert "observer.error" not in seen.kinds()  # diagnostics go to the record only
     with_observers.close()
 
@@ -262,27 +296,15 @@ def test_entry_point_observers_are_skipped_when_disabled(
 
 
 def test_interrupted_run_is_shown_as_such(engine: Engine, request_for: Make) -> None:
-    import subprocess
-    import sys
+    from infra_automation.record import runs
 
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    pid = int(dead.stdout)
     result = engine.apply(request_for("intr", [step("a")]))
-    with engine.db.begin() as conn:
-        from infra_automation.record import runs
-
-        conn.execute(
-            runs.update()
-            .where(runs.c.id == result.run_id)
-            .values(status="running", pid=pid, finished_at=None)
-        )
+    with engine.db.begin() as conn:  # recorded as running, and no lease: its process died
+        conn.execute(runs.update().where(runs.c.id == result.run_id).values(status="running"))
     assert engine.store.get_run(result.run_id).status == "interrupted"
     assert engine.store.list_runs()[0].status == "interrupted"
+    with ProjectLock(engine.db, "shop", result.run_id):  # a live lease: it is running
+        assert engine.store.get_run(result.run_id).status == "running"
 
 
 def test_resume_keeps_request_values_whose_names_look_secret(
@@ -305,3 +327,77 @@ def test_resume_keeps_request_values_whose_names_look_secret(
     flag.unlink()
     second = engine.resume(first.run_id)  # re-validates the recorded request
     assert not second.failed
+
+
+class RecordLocker:
+    """A step that locks the run record from another connection for ``hold`` seconds (SQLite:
+    an exclusive transaction; PostgreSQL: an exclusive lock on the steps table), then
+    succeeds: the record cannot be written until the lock goes."""
+
+    info = ExecutorInfo(key="test.locker", department="test", description="locks the record")
+
+    def __init__(self, url: str, hold: float) -> None:
+        self.url, self.hold = url, hold
+        self.thread: threading.Thread | None = None
+
+    def preview(self, ctx: StepContext) -> StepResult:
+        return self.apply(ctx)
+
+    def apply(self, ctx: StepContext) -> StepResult:
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._lock, args=(ready,), daemon=True)
+        self.thread.start()
+        assert ready.wait(10)
+        return StepResult.success(changed=True)
+
+    def _lock(self, ready: threading.Event) -> None:
+        import sqlalchemy as sa
+
+        parsed = sa.engine.make_url(self.url)
+        if parsed.get_backend_name() == "sqlite":
+            conn = sqlite3.connect(str(parsed.database), timeout=5)
+            conn.execute("BEGIN EXCLUSIVE")
+            ready.set()
+            time.sleep(self.hold)
+            conn.rollback()
+            conn.close()
+            return
+        engine = sa.create_engine(parsed)
+        with engine.connect() as pg:
+            pg.execute(sa.text("LOCK TABLE infra_steps IN ACCESS EXCLUSIVE MODE"))
+            ready.set()
+            time.sleep(self.hold)
+            pg.rollback()
+        engine.dispose()
+
+
+def test_a_locked_record_fails_the_run_cleanly(
+    root: Path,
+    registry: ExecutorRegistry,
+    database_url: str,  # noqa: F811 - the fixture
+) -> None:
+    env = {"INFRA_DATABASE_URL": database_url, "INFRA_DATABASE_TIMEOUT": "0.2"}
+    settings = load_settings(root, env=env)
+    locker = RecordLocker(database_url, hold=1.0)
+    registry.register("test.locker", lambda: locker)
+    eng = Engine(settings, registry=registry, load_observers=False)
+    from engine_helpers import write_service
+
+    plan = [step("a", "test.locker"), step("b", needs=["a"]), step("c")]
+    write_service(root, "locked", plan)
+    result = eng.apply(eng.load_request(write_request(root, "locked")), parallel=1)
+    assert locker.thread is not None
+    locker.thread.join(10)
+    assert result.failed and result.steps["a"].status.value == "failed"
+    error = result.steps["a"].error or ""
+    assert "cannot write to the run record" in error and "finished success" in error
+    assert "infra-test-pw" not in error
+    assert result.steps["b"].status.value == "skipped"  # a dependent of the failed step
+    assert result.steps["c"].status.value == "skipped"  # waiting: no step starts any more
+    assert (result.steps["c"].error or "").startswith("not run: cannot write to the run record")
+    run = eng.store.get_run(result.run_id)  # salvaged once the lock went
+    assert run.status == "failed" and run.error and "cannot write to the run record" in run.error
+    assert run.steps_with("running", "pending") == ()
+    assert run.step("a").status == "failed" and "run record" in (run.step("a").error or "")
+    assert run.step("b").status == "skipped" and run.step("c").status == "skipped"
+    eng.close()

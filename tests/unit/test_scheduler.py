@@ -1,18 +1,28 @@
-"""Scheduler: dependency order, real overlap (from the RECORD's timestamps), failures skip
-only dependents, step boundary, typed params/outputs, check mode, targets."""
+"""Scheduler, on SQLite and PostgreSQL: dependency order, real overlap (from the RECORD's
+timestamps), failures skip only dependents, step boundary, typed params/outputs, check mode,
+targets."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
+from db_backends import database_url  # noqa: F401 - the fixture, over both backends
 from engine_helpers import Calls, step
 
+from infra_automation.config import Settings, load_settings
 from infra_automation.engine import Engine
 from infra_automation.record import RunRecord, StepRecord
 from infra_automation.results import Status
 
 Make = Callable[..., Any]
+
+
+@pytest.fixture
+def settings(root: Path, database_url: str) -> Settings:  # noqa: F811 - over both backends
+    return load_settings(root, env={"INFRA_DATABASE_URL": database_url})
 
 
 def _span(s: StepRecord) -> tuple[float, float]:
