@@ -221,6 +221,8 @@ class Service(_Model):
     params: dict[str, ParamDef] = Field(default_factory=dict)
     steps: list[StepDef] = Field(min_length=1)
     outputs: dict[str, str] = Field(default_factory=dict)  # Jinja over steps' outputs
+    # The service's change policy (type, risk, history): read by infra_automation.changes.
+    change: dict[str, Any] | None = None
 
     @field_validator("params")
     @classmethod

@@ -21,9 +21,12 @@ from typing import Annotated, Any, Literal, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
+from infra_automation.changes import ChangeType
+from infra_automation.cli import changes as changes_cli
 from infra_automation.cli import render
 from infra_automation.cli.db import app as db_app
 from infra_automation.cli.junit import check_report_path, write_junit
+from infra_automation.cli.server import serve_command, tokens_app, users_app
 from infra_automation.config import Settings, load_plugins, load_settings
 from infra_automation.docs.cli import app as docs_app
 from infra_automation.engine import Engine
@@ -51,6 +54,10 @@ app.add_typer(requests_app, name="requests")
 app.add_typer(lab_app, name="lab")
 app.add_typer(docs_app, name="docs")
 app.add_typer(db_app, name="db")
+app.add_typer(changes_cli.app, name="changes")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+app.command("server")(serve_command)
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -223,16 +230,45 @@ def apply_cmd(
     output: OutputOpt = "text",
     junit: JunitOpt = None,
     no_docs: NoDocsOpt = False,
+    change_type: Annotated[
+        ChangeType | None,
+        typer.Option("--change-type", help="Override the service's change type (if allowed)"),
+    ] = None,
+    allow_override: Annotated[
+        bool, typer.Option("--allow-type-override", help="The requester may override the type")
+    ] = False,
+    change: Annotated[
+        str | None, typer.Option("--change", help="The approved change (id) this apply runs")
+    ] = None,
 ) -> None:
-    """Plan and run a request, with a live view of the steps by department."""
+    """Plan and run a request, with a live view of the steps by department. Where a change
+    policy governs the service, the request is a change: exit 3 while it waits for
+    approval, 4 if refused (infra changes)."""
+    gated: dict[str, str] = {}
 
-    _execute(
-        lambda engine: engine.plan(engine.load_request(request)),
-        lambda engine, plan: engine.run(plan, check=check, parallel=parallel),
-        output,
-        junit,
-        no_docs,
-    )
+    def prepare(engine: Engine) -> Plan:
+        loaded = engine.load_request(request)
+        if check:
+            return engine.plan(loaded)
+        plan, change_id = changes_cli.gated_plan(
+            engine,
+            loaded,
+            change_type=change_type,
+            allowed=allow_override,
+            change_id=change,
+            output=output,
+        )
+        if change_id is not None:
+            gated["change"] = change_id
+        return plan
+
+    def work(engine: Engine, plan: Plan) -> RunResult:
+        result = engine.run(plan, check=check, parallel=parallel)
+        if "change" in gated:
+            changes_cli.finish_change(engine, gated["change"], result)
+        return result
+
+    _execute(prepare, work, output, junit, no_docs)
 
 
 @app.command("resume")

@@ -127,11 +127,16 @@ def gated_plan(
     allowed: bool = False,
     change_id: str | None = None,
     output: str = "text",
-) -> tuple[Plan, str]:
+) -> tuple[Plan, str | None]:
     """The gate of ``infra apply``: the plan to run and its change id, or exit 3 (waiting)
-    or 4 (refused) after printing why."""
+    or 4 (refused) after printing why. A service no change policy governs (no ``change:``
+    block in it or its inventory) runs at once, with no change record (change id None)."""
+    service = ChangeService(engine)
+    explicit = change_type is not None or change_id is not None
+    if not explicit and not _guard(lambda: service.managed(request.service, request.inventory)):
+        return _guard(lambda: engine.plan(request)), None
     outcome = _guard(
-        lambda: ChangeService(engine).gate(
+        lambda: service.gate(
             request,
             requester=requester or request.requester or getpass.getuser(),
             change_type=change_type,

@@ -1,0 +1,248 @@
+"""A client of the infra server's REST API (httpx), for the CLI as a client and pipelines.
+
+::
+
+    client = InfraClient.from_env()             # INFRA_SERVER + INFRA_TOKEN
+    accepted = client.check(read_request("requests/example-landscape.yml"))
+    for event in client.stream(accepted["run_id"]):   # reconnects with Last-Event-ID
+        print(event["kind"])
+    run = client.run(accepted["run_id"])
+
+Errors are our exception tree: a 422 is a :class:`RequestValidationError` naming the fields,
+404 on a run :class:`RunNotFound`, 409 :class:`RunLocked`, anything else a
+:class:`ServiceError` with the status; a server that cannot be reached is a
+:class:`ServiceError` with status 0. The token is sent only as a bearer header.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from infra_automation.exceptions import (
+    ConfigurationError,
+    FieldError,
+    RequestValidationError,
+    RunLocked,
+    RunNotFound,
+    ServiceError,
+)
+
+API = "/api/v1"
+SERVER_VARIABLE = "INFRA_SERVER"
+TOKEN_VARIABLE = "INFRA_TOKEN"  # noqa: S105 - the name of the variable, not a token
+RECONNECT_DELAY = 0.5
+MAX_RECONNECTS = 20
+
+
+def request_body(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A request file's mapping as the API takes it: the server sets the requester."""
+    return {k: v for k, v in data.items() if k != "requester"}
+
+
+@dataclass
+class SseEvent:
+    id: str | None = None
+    event: str | None = None
+    data: list[str] = field(default_factory=list)
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[SseEvent]:
+    """Events of a ``text/event-stream`` (comments and ``retry`` are skipped)."""
+    current = SseEvent()
+    for line in lines:
+        if not line:
+            if current.data or current.event:
+                yield current
+            current = SseEvent()
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            current.data.append(value)
+        elif name == "id":
+            current.id = value
+        elif name == "event":
+            current.event = value
+
+
+class InfraClient:
+    """The API of one server, as one user (her token)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> InfraClient:
+        env = os.environ if env is None else env
+        url = env.get(SERVER_VARIABLE)
+        if not url:
+            raise ConfigurationError(f"{SERVER_VARIABLE}: not set (the server's URL)")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"{SERVER_VARIABLE}: must be an http:// or https:// URL")
+        return cls(url, env.get(TOKEN_VARIABLE))
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> InfraClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- calls --------------------------------------------------------------------------
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """JSON of a call to ``/api/v1/<path>``; errors raised as described above."""
+        try:
+            response = self.http.request(method, f"{API}/{path.lstrip('/')}", **kwargs)
+        except httpx.TransportError as exc:
+            raise ServiceError(0, "unreachable", f"{self.base_url}: {exc}") from exc
+        raise_for(response, path)
+        if response.status_code == 204:
+            return None
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.text
+
+    def me(self) -> dict[str, Any]:
+        return dict(self.call("GET", "me"))
+
+    def services(self) -> list[dict[str, Any]]:
+        return list(self.call("GET", "services"))
+
+    def service(self, name: str) -> dict[str, Any]:
+        return dict(self.call("GET", f"services/{name}"))
+
+    def validate(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self.call("POST", "requests/validate", json=request_body(request)))
+
+    def plan(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self.call("POST", "requests/plan", json=request_body(request)))
+
+    def check(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        return self._start("requests/check", request_body(request))
+
+    def submit(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        return self._start("requests/submit", request_body(request))
+
+    def resume(self, run_id: str) -> dict[str, Any]:
+        return self._start(f"runs/{run_id}/resume", None)
+
+    def _start(self, path: str, body: dict[str, Any] | None, wait: float = 30.0) -> dict[str, Any]:
+        """Start a run; while every worker is busy (503) retry for up to ``wait`` seconds."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return dict(self.call("POST", path, json=body))
+            except ServiceError as exc:
+                if exc.error != "busy" or time.monotonic() >= deadline:
+                    raise
+            time.sleep(RECONNECT_DELAY)
+
+    def runs(
+        self,
+        *,
+        project: str | None = None,
+        status: str | None = None,
+        requester: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        given = {"project": project, "status": status, "requester": requester, "cursor": cursor}
+        params = {k: v for k, v in given.items() if v is not None}
+        return dict(self.call("GET", "runs", params={**params, "limit": limit}))
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return dict(self.call("GET", f"runs/{run_id}"))
+
+    def events(self, run_id: str, after: int = 0) -> list[dict[str, Any]]:
+        """Every event of the run after ``after`` (paging through them)."""
+        found: list[dict[str, Any]] = []
+        while True:
+            page = self.call("GET", f"runs/{run_id}/events", params={"after": after})
+            found += page["events"]
+            if not page["events"]:
+                return found
+            after = page["last_seq"]
+
+    def projects(self) -> list[dict[str, Any]]:
+        return list(self.call("GET", "projects"))
+
+    def project(self, name: str) -> dict[str, Any]:
+        return dict(self.call("GET", f"projects/{name}"))
+
+    def docs_page(self, project: str, page: str) -> str:
+        return str(self.call("GET", f"projects/{project}/docs/{page}"))
+
+    # --- live events --------------------------------------------------------------------
+
+    def stream(self, run_id: str, after: int = 0) -> Iterator[dict[str, Any]]:
+        """The run's events as they happen, each once: a dropped connection is resumed with
+        ``Last-Event-ID``. Ends after ``run.finished`` (or when the server ends the stream)."""
+        last = after
+        reconnects = 0
+        while True:
+            headers = {"Last-Event-ID": str(last), "Accept": "text/event-stream"}
+            try:
+                with self.http.stream(
+                    "GET", f"{API}/runs/{run_id}/stream", headers=headers, timeout=None
+                ) as response:
+                    if response.status_code != 200:
+                        response.read()
+                        raise_for(response, f"runs/{run_id}/stream")
+                    for sse in parse_sse(response.iter_lines()):
+                        event = json.loads("\n".join(sse.data))
+                        last = int(sse.id or event["seq"])
+                        reconnects = 0
+                        yield event
+                        if event["kind"] == "run.finished":
+                            return
+                return  # the server ended the stream: the run is over
+            except httpx.TransportError as exc:
+                reconnects += 1
+                if reconnects > MAX_RECONNECTS:
+                    raise ServiceError(0, "unreachable", f"{self.base_url}: {exc}") from exc
+                time.sleep(RECONNECT_DELAY)
+
+
+def raise_for(response: httpx.Response, path: str) -> None:
+    """Our exception for an error response of the API."""
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    error = str(body.get("error", "error"))
+    message = str(body.get("message", response.reason_phrase))
+    status = response.status_code
+    if status == 422 and body.get("fields"):
+        fields = [FieldError(str(f["field"]), str(f["message"])) for f in body["fields"]]
+        raise RequestValidationError(fields, "request")
+    if status == 404 and path.startswith("runs/"):
+        raise RunNotFound(message)
+    if status == 409 and error == "locked":
+        raise RunLocked(message)
+    raise ServiceError(status, error, message)

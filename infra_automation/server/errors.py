@@ -1,0 +1,98 @@
+"""Our exception tree and FastAPI's own errors as JSON bodies ``{"error", "message",
+"fields"}``: 422 names every bad field, 401/403 say what is missing or refused."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError as BodyValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from infra_automation.exceptions import (
+    ConfigurationError,
+    InfraError,
+    PlanningError,
+    RecordError,
+    RequestValidationError,
+    ResumeRefused,
+    RunLocked,
+    RunNotFound,
+)
+from infra_automation.server.responses import RedactedJSON
+
+log = logging.getLogger(__name__)
+STATUS: Sequence[tuple[type[InfraError], int, str]] = (
+    (RequestValidationError, 422, "invalid"),
+    (PlanningError, 422, "invalid"),
+    (ConfigurationError, 422, "invalid"),
+    (RunNotFound, 404, "not_found"),
+    (RunLocked, 409, "locked"),
+    (ResumeRefused, 409, "conflict"),
+    (RecordError, 503, "unavailable"),
+)
+
+
+def body(error: str, message: str, fields: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+    return {"error": error, "message": message, "fields": list(fields)}
+
+
+def infra_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InfraError)
+    status, error = next(((s, e) for t, s, e in STATUS if isinstance(exc, t)), (500, "internal"))
+    fields: list[dict[str, str]] = []
+    message = str(exc)
+    if isinstance(exc, RequestValidationError):
+        fields = [{"field": e.field, "message": e.message} for e in exc.errors]
+        message = f"invalid request: {'; '.join(str(e) for e in exc.errors)}"
+    return RedactedJSON(body(error, message, fields), status_code=status)
+
+
+def http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail
+    content = (
+        {"fields": [], **detail}
+        if isinstance(detail, dict)
+        else body(_error_name(exc.status_code), str(detail))
+    )
+    return RedactedJSON(content, status_code=exc.status_code, headers=exc.headers)
+
+
+def body_error(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's validation of the body, path and query, with our field names."""
+    assert isinstance(exc, BodyValidationError)
+    fields = [
+        {"field": _location(e.get("loc", ())), "message": str(e.get("msg", "invalid"))}
+        for e in exc.errors()
+    ]
+    message = "invalid request: " + "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    return RedactedJSON(body("invalid", message, fields), status_code=422)
+
+
+def _location(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        where = parts.pop(0)
+        return ".".join(parts) or where
+    return ".".join(parts) or "(top)"
+
+
+def _error_name(status: int) -> str:
+    names = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+    return names.get(status, "error" if status < 500 else "internal")
+
+
+def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error", exc_info=exc)
+    return RedactedJSON(body("internal", "internal error (see the server log)"), status_code=500)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, unexpected)
+    app.add_exception_handler(InfraError, infra_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(BodyValidationError, body_error)

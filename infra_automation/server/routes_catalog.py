@@ -1,0 +1,108 @@
+"""Catalog services and requests: validate, plan, dry run, submit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import APIRouter
+
+from infra_automation.catalog import Service
+from infra_automation.planner import Plan
+from infra_automation.request import Request, params_model
+from infra_automation.results import RunResult
+from infra_automation.server.auth import Principal, problem
+from infra_automation.server.policy import API
+from infra_automation.server.responses import RedactedValuesJSON
+from infra_automation.server.schemas import (
+    RequestIn,
+    RunAccepted,
+    ServiceOut,
+    ServiceStep,
+    ServiceSummary,
+    Validated,
+)
+from infra_automation.server.state import Caller, ServerState, StateDep
+
+router = APIRouter(prefix=API, tags=["catalog"], default_response_class=RedactedValuesJSON)
+
+
+@router.get("/services", response_model=list[ServiceSummary])
+def list_services(caller: Caller, state: StateDep) -> list[ServiceSummary]:
+    catalog = state.engine.catalog()
+    return [_summary(catalog.get(n)) for n in catalog.names()]
+
+
+@router.get("/services/{name}", response_model=ServiceOut)
+def show_service(name: str, caller: Caller, state: StateDep) -> ServiceOut:
+    catalog = state.engine.catalog()
+    if name not in catalog.services:
+        raise problem(404, "not_found", f"no service {name!r} in the catalog")
+    service = catalog.get(name)
+    steps = [
+        ServiceStep(
+            id=s.id,
+            department=s.department or "",
+            executor=s.executor,
+            needs=list(s.needs),
+            description=s.description,
+        )
+        for s in service.steps
+    ]
+    return ServiceOut(
+        **_summary(service).model_dump(),
+        params_schema=params_model(service).model_json_schema(),
+        steps=steps,
+        outputs=sorted(service.outputs),
+    )
+
+
+def _summary(service: Service) -> ServiceSummary:
+    return ServiceSummary(name=service.name, description=service.description, owner=service.owner)
+
+
+def validated(body: RequestIn, caller: Principal, state: ServerState) -> Request:
+    """The request, validated, with the caller as its requester (RequestValidationError)."""
+    caller.require_project(body.project)
+    data = {**body.model_dump(exclude_none=True), "requester": caller.name}
+    return state.engine.validate(data, source="request")
+
+
+@router.post("/requests/validate", response_model=Validated)
+def validate(body: RequestIn, caller: Caller, state: StateDep) -> Validated:
+    """Nothing is recorded; 422 names every bad field."""
+    return Validated(valid=True, request=validated(body, caller, state).to_dict())
+
+
+@router.post("/requests/plan")
+def plan(body: RequestIn, caller: Caller, state: StateDep) -> dict[str, object]:
+    """The plan of the request (steps in waves); nothing is recorded."""
+    return state.engine.plan(validated(body, caller, state)).to_dict()
+
+
+@router.post("/requests/check", response_model=RunAccepted, status_code=202)
+def check(body: RequestIn, caller: Caller, state: StateDep) -> RunAccepted:
+    """Start a dry run: every step previews its change, nothing changes."""
+    return _start(state, state.engine.plan(validated(body, caller, state)), check=True)
+
+
+@router.post("/requests/submit", response_model=RunAccepted, status_code=202)
+def submit(body: RequestIn, caller: Caller, state: StateDep) -> RunAccepted:
+    """Start the run in a worker of the server; returns its id at once."""
+    return _start(state, state.engine.plan(validated(body, caller, state)), check=False)
+
+
+def _start(state: ServerState, plan: Plan, *, check: bool) -> RunAccepted:
+    engine = state.engine
+    return started(state, lambda: engine.run(plan, check=check), check=check)
+
+
+def started(state: ServerState, job: Callable[[], RunResult], *, check: bool) -> RunAccepted:
+    run_id = state.pool.start(job)
+    if run_id is None:
+        raise problem(503, "busy", f"all {state.pool.workers} run workers are busy: retry soon")
+    return RunAccepted(
+        run_id=run_id,
+        check=check,
+        run_url=f"{API}/runs/{run_id}",
+        stream_url=f"{API}/runs/{run_id}/stream",
+    )

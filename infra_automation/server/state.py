@@ -1,0 +1,49 @@
+"""What the routes share: the engine, the identity store, the run pool, the login limiter,
+and the dependency that authenticates and authorizes a request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from infra_automation.docs.ledger import LedgerStore
+from infra_automation.docs.writer import DocsWriter
+from infra_automation.engine import Engine
+from infra_automation.identity import IdentityStore
+from infra_automation.server.auth import LoginLimiter, Principal, authorize
+from infra_automation.server.runner import RunPool
+
+
+@dataclass
+class ServerState:
+    engine: Engine
+    identity: IdentityStore
+    pool: RunPool
+    limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    secure_cookies: bool = False
+    poll_interval: float = 0.1  # seconds between reads of new events for a live stream
+
+    @property
+    def ledgers(self) -> LedgerStore:
+        return LedgerStore.for_root(self.engine.settings.root)
+
+    @property
+    def docs(self) -> DocsWriter:
+        return DocsWriter(self.engine.settings.root, docs=self.engine.settings.docs_dir)
+
+
+def get_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.infra
+    return state
+
+
+StateDep = Annotated[ServerState, Depends(get_state)]
+
+
+def guard(request: Request, state: StateDep) -> Principal:
+    return authorize(request, state.identity)
+
+
+Caller = Annotated[Principal, Depends(guard)]

@@ -1,0 +1,93 @@
+"""Fixtures of the change-management tests: a project root in tmp_path whose catalog and
+inventory carry ``change:`` blocks (:mod:`change_helpers`), a private registry with the core
+executors and ``testchg.file``, and databases: SQLite, and the real PostgreSQL of
+``INFRA_TEST_POSTGRES_URL`` (the test fails, never skips, without it)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from change_helpers import TUESDAY, FileExecutor, write_root
+from sqlalchemy.pool import NullPool
+
+from infra_automation.changes import ChangeService
+from infra_automation.config import load_settings
+from infra_automation.engine import Engine
+from infra_automation.executors import ExecutorRegistry
+from infra_automation.executors.builtin import FailExecutor, NoopExecutor, SleepExecutor
+from infra_automation.record import open_database
+from infra_automation.request import Request
+
+PG_ENV = "INFRA_TEST_POSTGRES_URL"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return write_root(tmp_path / "project")
+
+
+@pytest.fixture
+def registry() -> ExecutorRegistry:
+    reg = ExecutorRegistry(use_entry_points=False)
+    reg.register("core.noop", NoopExecutor)
+    reg.register("core.sleep", SleepExecutor)
+    reg.register("core.fail", FailExecutor)
+    reg.register("testchg.file", FileExecutor)
+    return reg
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'runs.db'}"
+
+
+@pytest.fixture
+def engine(root: Path, registry: ExecutorRegistry, database_url: str) -> Iterator[Engine]:
+    settings = load_settings(root, env={"INFRA_DATABASE_URL": database_url})
+    eng = Engine(settings, registry=registry, load_observers=False)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+def changes(engine: Engine) -> ChangeService:
+    """The change service at a fixed Tuesday noon (outside the weekend freeze)."""
+    return ChangeService(engine, clock=lambda: TUESDAY)
+
+
+@pytest.fixture
+def request_for(engine: Engine) -> Callable[..., Request]:
+    def make(service: str = "landscape", project: str = "shop", **params: Any) -> Request:
+        data = {"service": service, "project": project, "requester": "jane", "params": params}
+        return engine.validate(data)
+
+    return make
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema of the real PostgreSQL, migrated; dropped afterwards."""
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.fail(f'{PG_ENV} is not set: start PostgreSQL with eval "$(scripts/services.sh)"')
+    base = sa.engine.make_url(url)
+    schema = f"c_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base, poolclass=NullPool)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    text = base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+        hide_password=False
+    )
+    try:
+        open_database(text, upgrade=True).dispose()
+        yield text
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
