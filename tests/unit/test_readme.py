@@ -62,3 +62,16 @@ def test_the_two_newcomer_commands_are_what_ci_and_make_run() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "demo: setup\n\tscripts/demo.sh" in makefile
     assert "test:\n\tscripts/test.sh" in makefile
+
+
+def test_the_roles_table_is_the_servers_own() -> None:
+    """The README's role x endpoint table is generated from the one table the server enforces."""
+    from infra_automation.server.policy import markdown_table
+
+    shown = README.split("<!-- roles: generated from infra_automation/server/policy.py -->\n", 1)
+    assert len(shown) == 2, "the README lost its roles table"
+    table = shown[1].split("<!-- end roles -->", 1)[0]
+    assert table.strip() == markdown_table().strip(), (
+        "regenerate it: python -c 'from infra_automation.server.policy import markdown_table "
+        "as t; print(t())'"
+    )
