@@ -11,22 +11,27 @@ connection details are kept apart from the data people maintain.
 
 Hosts created at run time (VMs) are reached through a *host binding* (an extension point:
 one Protocol, one registry): ``static`` treats the VM's address as the SSH host; ``pool``
-binds each VM name to a free pre-provisioned host of a group and remembers the binding.
+binds each VM name to a free pre-provisioned host of a group and remembers the binding
+(in a :class:`BindingStore`; ``bindings.json`` by default). A dry run (check mode) stores
+nothing but promises each free host once: the promises live in the inventory's binder, and
+the engine loads one inventory per run, so two VMs of one run never share a promised host
+and a pool too small for the run fails the dry run as it fails the apply.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from infra_automation.exceptions import ConfigurationError
+from infra_automation.exceptions import ConfigurationError, TargetRejected
 from infra_automation.files import write_atomic
 from infra_automation.secrets import Secrets
 
@@ -101,6 +106,8 @@ class InventoryFile(_Model):
     vcenter: VCenter | None = None
     ipam: Ipam = Field(default_factory=Ipam)
     host_binding: HostBindingConfig = Field(default_factory=HostBindingConfig)
+    # The site's change policy (approvals, windows, blackouts): read by infra_automation.changes.
+    change: dict[str, Any] | None = None
 
 
 class Inventory:
@@ -112,6 +119,8 @@ class Inventory:
         self.name = spec.name or (path.name if path else "inline")
         self.hosts: dict[str, Host] = {n: self._resolve(n, h) for n, h in spec.hosts.items()}
         self.secrets = Secrets(files=(path / GENERATED_DIR / SECRETS_FILE,) if path else ())
+        self._binder: HostBinder | None = None
+        self._binder_lock = threading.Lock()
 
     @property
     def groups(self) -> dict[str, Group]:
@@ -175,12 +184,16 @@ class Inventory:
         self.binder().release(vm_name)
 
     def binder(self) -> HostBinder:
-        kind = self.spec.host_binding.kind
-        factory = BINDERS.get(kind)
-        if factory is None:
-            known = ", ".join(sorted(BINDERS))
-            raise ConfigurationError(f"unknown host_binding kind {kind!r} (known: {known})")
-        return factory(self)
+        """The inventory's binder, made once: it holds the dry-run promises of the run."""
+        with self._binder_lock:
+            if self._binder is None:
+                kind = self.spec.host_binding.kind
+                factory = BINDERS.get(kind)
+                if factory is None:
+                    known = ", ".join(sorted(BINDERS))
+                    raise ConfigurationError(f"unknown host_binding kind {kind!r} (known: {known})")
+                self._binder = factory(self)
+            return self._binder
 
     def _resolve(self, name: str, host: Host) -> Host:
         layers: list[Group] = [self.spec.defaults]
@@ -203,9 +216,25 @@ class Inventory:
 
 
 class HostBinder(Protocol):
+    """Connection details for hosts created at run time.
+
+    ``bind(..., dry_run=True)`` stores nothing, but answers as ``bind`` would in the same run
+    (each free host promised once); a binder is made once per :class:`Inventory`.
+    """
+
     def bind(self, vm_name: str, address: str | None, *, dry_run: bool = False) -> Host: ...
 
     def release(self, vm_name: str) -> None: ...
+
+
+class BindingStore(Protocol):
+    """Where the ``pool`` binding keeps VM name -> host name (a file today, a database later).
+
+    ``transaction(write=...)`` yields the whole table under an exclusive lock (across
+    processes); with ``write=True`` the table as left by the block is stored when it ends.
+    """
+
+    def transaction(self, *, write: bool) -> AbstractContextManager[dict[str, str]]: ...
 
 
 BINDERS: dict[str, Callable[[Inventory], HostBinder]] = {}
@@ -228,41 +257,66 @@ class StaticBinder:
 
 
 class PoolBinder:
-    """Bind each VM name to a free host of a pre-provisioned group; persisted in a JSON file.
+    """Bind each VM name to a free host of a pre-provisioned group, kept in a BindingStore.
 
     Used where VMs have no reachable guest (the lab's vCenter simulator): the pool's hosts
-    stand in for the VMs' guests. The same VM name always gets the same host.
+    stand in for the VMs' guests. The same VM name always gets the same host. A dry run's
+    promises are kept here, in memory, never stored: the binder lives as long as its
+    inventory (one run).
     """
 
-    def __init__(self, inventory: Inventory) -> None:
+    def __init__(self, inventory: Inventory, store: BindingStore | None = None) -> None:
         self.inventory = inventory
         group = inventory.spec.host_binding.group
         if not group:
             raise ConfigurationError("host_binding kind 'pool' needs a 'group'")
         self.group = group
         base = inventory.generated_dir or Path.cwd()
-        self.file = base / "bindings.json"
+        self.store: BindingStore = store or JsonBindingStore(base / "bindings.json")
+        self._promised: dict[str, str] = {}  # dry run: VM name -> host name, this run only
+        self._lock = threading.Lock()  # the promises are shared by the run's parallel steps
 
     def bind(self, vm_name: str, address: str | None, *, dry_run: bool = False) -> Host:
-        with self._locked(write=not dry_run) as table:
-            if vm_name not in table:
-                taken = set(table.values())
-                free = [h for h in self.inventory.select(group=self.group) if h not in taken]
-                if not free:
-                    raise ConfigurationError(
-                        f"no free host in group {self.group!r} to bind VM {vm_name!r}"
-                    )
-                table[vm_name] = free[0]
-            host = self.inventory.host(table[vm_name])
+        with self._lock, self.store.transaction(write=not dry_run) as table:
+            name = self._choose(vm_name, table, dry_run=dry_run)
+            if dry_run:
+                self._promised[vm_name] = name
+            else:
+                table[vm_name] = name
+                self._promised.pop(vm_name, None)
+        host = self.inventory.host(name)
         data = {**host.data, "bound_to": host.name}
         return host.model_copy(update={"name": vm_name, "data": data})
 
     def release(self, vm_name: str) -> None:
-        with self._locked() as table:
+        with self._lock, self.store.transaction(write=True) as table:
             table.pop(vm_name, None)
+            self._promised.pop(vm_name, None)
+
+    def _choose(self, vm_name: str, table: Mapping[str, str], *, dry_run: bool) -> str:
+        """The VM's stored host, else (dry run) its promised host, else the first free one."""
+        if vm_name in table:
+            return table[vm_name]
+        taken = set(table.values())
+        promised = self._promised.get(vm_name) if dry_run else None
+        if promised is not None and promised not in taken:
+            return promised
+        if dry_run:
+            taken |= {h for vm, h in self._promised.items() if vm != vm_name}
+        free = [h for h in self.inventory.select(group=self.group) if h not in taken]
+        if not free:
+            raise TargetRejected(f"no free host in group {self.group!r} to bind VM {vm_name!r}")
+        return free[0]
+
+
+class JsonBindingStore:
+    """The bindings as a JSON object in one file, locked with flock, replaced atomically."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
 
     @contextmanager
-    def _locked(self, *, write: bool = True) -> Iterator[dict[str, str]]:
+    def transaction(self, *, write: bool) -> Iterator[dict[str, str]]:
         self.file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.file.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -15,7 +15,17 @@ from pydantic import AfterValidator, StringConstraints
 # Letters, digits, space and a few punctuation marks; nothing that opens a new line, a
 # comment (!, #), a template ({, %), a shell construct ($, `, ;, |, &, <, >, quotes, \).
 SAFE_TEXT_RE = re.compile(r"^[A-Za-z0-9 ._,:/@()+=-]*$")
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
+
+# Names people choose (projects, folders, portgroups) are at most NAME_MAX long; names derived
+# from them (a VM is ``<project>-<role>-NN``, also its host name) are DNS labels of at most
+# HOST_LABEL_MAX (RFC 1123). A role is short enough that every valid project, role and number
+# (up to 99) make a valid host label: the type of derived names is wide enough by construction.
+NAME_MAX = 40
+HOST_LABEL_MAX = 63
+ROLE_MAX = HOST_LABEL_MAX - NAME_MAX - len("-") - len("-NN")  # 19
+NAME_RE = re.compile(rf"^[a-z][a-z0-9-]{{0,{NAME_MAX - 2}}}[a-z0-9]$")
+HOST_LABEL_RE = re.compile(rf"^[a-z][a-z0-9-]{{0,{HOST_LABEL_MAX - 2}}}[a-z0-9]$")
+ROLE_RE = re.compile(rf"^[a-z][a-z0-9-]{{0,{ROLE_MAX - 2}}}[a-z0-9]$")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 
 
@@ -38,6 +48,12 @@ SafeText = Annotated[str, StringConstraints(max_length=200), AfterValidator(_saf
 """Free text that may reach a device, template or shell (descriptions, labels)."""
 
 Name = Annotated[str, StringConstraints(pattern=NAME_RE.pattern)]
-"""Lower-case DNS-label-like name: projects, VMs, folders (2-40 chars, a-z 0-9 -)."""
+"""Lower-case DNS-label-like name: projects, folders, portgroups (2-40 chars, a-z 0-9 -)."""
+
+HostLabel = Annotated[str, StringConstraints(pattern=HOST_LABEL_RE.pattern)]
+"""A name derived from a project: VM and host names (2-63 chars, a-z 0-9 -, RFC 1123 label)."""
+
+Role = Annotated[str, StringConstraints(pattern=ROLE_RE.pattern)]
+"""The role part of a VM name (web, db: 2-19 chars), short enough for any project name."""
 
 Hostname = Annotated[str, StringConstraints(pattern=HOSTNAME_RE.pattern)]

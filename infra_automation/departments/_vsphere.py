@@ -6,7 +6,11 @@ Errors are mapped at this edge (``raise ... from exc``):
 
 - ``vim.fault.InvalidLogin`` / ``NotAuthenticated`` / ``NoPermission`` -> ``TargetAuthError``
 - any other vSphere fault -> ``TargetRejected`` carrying the fault's own message
-- connection refused / reset -> ``TargetUnreachable``; socket or task timeouts -> ``TargetTimeout``
+- connection refused / reset, a broken HTTP answer -> ``TargetUnreachable``;
+  socket or task timeouts -> ``TargetTimeout``
+
+:func:`error_kind_of` turns them into the step's ``error_kind`` (auth, rejected, unreachable,
+timeout). The password is read from the step context's secrets (``ctx.secrets``) only.
 
 vcsim pitfall (govmomi 0.24): reading an *unset* property through pyVmomi's lazy accessor
 (e.g. ``template.resourcePool``) makes the simulator drop the connection. Read whole
@@ -16,6 +20,7 @@ objects (``vm.config``) or use the property collector, as this module does.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +30,7 @@ import pyVmomi
 from pyVim.connect import Disconnect, SmartConnect
 
 from infra_automation.exceptions import (
+    ConfigurationError,
     TargetAuthError,
     TargetError,
     TargetRejected,
@@ -105,7 +111,7 @@ def vsphere_errors(what: str) -> Iterator[None]:
         raise map_fault(exc, what) from exc
     except TimeoutError as exc:
         raise TargetTimeout(f"{what}: vCenter did not answer in time") from exc
-    except OSError as exc:  # refused, reset, unreachable, DNS
+    except (OSError, http.client.HTTPException) as exc:  # refused, reset, unreachable, DNS
         raise TargetUnreachable(f"{what}: vCenter unreachable: {exc}") from exc
 
 
@@ -141,7 +147,7 @@ class VSphere:
             raise map_fault(exc, f"{where}: login") from exc
         except TimeoutError as exc:
             raise TargetTimeout(f"{where}: no answer within {CONNECT_TIMEOUT}s") from exc
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise TargetUnreachable(f"{where}: cannot connect: {exc}") from exc
         return cls(si=si, vc=vc)
 
@@ -238,7 +244,9 @@ class VSphere:
 def session(ctx: StepContext) -> VSphere:
     """The run's vCenter session: created by the first step that asks, logged out at run end."""
     vc = ctx.inventory.vcenter
-    password = ctx.inventory.secrets.get(vc.password_secret)
+    if ctx.secrets is None:
+        raise ConfigurationError(f"step {ctx.step_id!r}: no secrets in the step context")
+    password = ctx.secrets.get(vc.password_secret)
     return ctx.resources.get(
         f"vmware:{vc.host}:{vc.port}",
         lambda: VSphere.connect(vc, password),

@@ -8,6 +8,15 @@ between subnets (pools of different sizes over the same space) are checked on to
 Allocating is idempotent (the same project gets the same allocation back, ``changed=False``);
 ``ipam.release`` frees it on decommission. Check mode shows the allocation that would be
 made (or the existing one) and writes nothing.
+
+Error kinds (``StepResult.error_kind``): a request the pools cannot mean — an unknown pool,
+a VLAN or subnet outside its pool, more hosts than the subnet holds, a bad pool definition —
+is ``invalid`` (:class:`ConfigurationError`: fix the request or the inventory). A valid
+request the allocations refuse — the pool is exhausted, the VLAN or subnet is taken, the
+project already holds a different allocation, parallel runs kept winning — is ``rejected``
+(:class:`TargetRejected`: the allocator is the target of an allocation; retrying the same
+request does not help until something is released). The same check fails the same way in
+check mode and apply. Database errors of the run record are ``internal``.
 """
 
 from __future__ import annotations
@@ -24,10 +33,10 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, Engine
 
-from infra_automation.exceptions import ConfigurationError
+from infra_automation.exceptions import ConfigurationError, InfraError, TargetRejected
 from infra_automation.executors.base import ExecutorInfo, StepContext
 from infra_automation.inventory import IpamPool
-from infra_automation.results import StepResult
+from infra_automation.results import ErrorKind, StepResult, error_kind_of
 from infra_automation.validation import NAME_RE, Name
 
 ATTEMPTS = 50  # races lost to parallel runs before giving up
@@ -98,7 +107,8 @@ class Row:
 
 
 class Ipam:
-    """Allocations in one database. Errors are ConfigurationError with a clear message."""
+    """Allocations in one database. A request that cannot be met raises ConfigurationError,
+    one the current allocations refuse TargetRejected; both with a clear message."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -132,7 +142,7 @@ class Ipam:
             except (sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
                 last = exc  # another run took it first (or held the lock): look again
                 time.sleep(0.01 * (attempt % 5))
-        raise ConfigurationError(
+        raise TargetRejected(
             f"ipam: could not allocate for project {project!r} after {ATTEMPTS} attempts: {last}"
         )
 
@@ -151,17 +161,17 @@ class Ipam:
         if row is None:
             return None
         if row.pool != pool_name:
-            raise ConfigurationError(
+            raise TargetRejected(
                 f"ipam: project {project!r} already has an allocation in pool {row.pool!r} "
                 f"(requested pool {pool_name!r}); release it first"
             )
         if params.vlan_id is not None and params.vlan_id != row.vlan_id:
-            raise ConfigurationError(
+            raise TargetRejected(
                 f"ipam: project {project!r} already has VLAN {row.vlan_id}, "
                 f"not the requested {params.vlan_id}"
             )
         if params.subnet is not None and params.subnet != row.subnet:
-            raise ConfigurationError(
+            raise TargetRejected(
                 f"ipam: project {project!r} already has subnet {row.subnet}, "
                 f"not the requested {params.subnet}"
             )
@@ -186,12 +196,12 @@ def _choose_vlan(taken: set[int], pool_name: str, pool: IpamPool, wanted: int | 
                 f"({pool.vlan_min}-{pool.vlan_max})"
             )
         if wanted in taken:
-            raise ConfigurationError(f"ipam: VLAN {wanted} is already allocated")
+            raise TargetRejected(f"ipam: VLAN {wanted} is already allocated")
         return wanted
     for vlan in range(pool.vlan_min, pool.vlan_max + 1):
         if vlan not in taken:
             return vlan
-    raise ConfigurationError(
+    raise TargetRejected(
         f"ipam: pool {pool_name!r} is exhausted: every VLAN {pool.vlan_min}-{pool.vlan_max} "
         "is allocated"
     )
@@ -208,7 +218,7 @@ def _choose_subnet(
             )
         clash = next((r for r in taken if r.subnet.overlaps(wanted)), None)
         if clash is not None:
-            raise ConfigurationError(
+            raise TargetRejected(
                 f"ipam: subnet {wanted} overlaps {clash.subnet} of project {clash.project!r}"
             )
         return wanted
@@ -216,7 +226,7 @@ def _choose_subnet(
     for candidate in supernet.subnets(new_prefix=pool.prefix_length):
         if not any(candidate.overlaps(u) for u in used):
             return candidate
-    raise ConfigurationError(
+    raise TargetRejected(
         f"ipam: pool {pool_name!r} is exhausted: no free /{pool.prefix_length} left in {supernet}"
     )
 
@@ -333,6 +343,11 @@ def _setup(ctx: StepContext) -> tuple[Ipam, str, IpamPool, AllocateParams]:
     return Ipam(ctx.db), params.pool, pools[params.pool], params
 
 
+def _failure(exc: Exception) -> StepResult:
+    """A failed step of ``exc``'s kind: invalid, rejected, or internal (the database)."""
+    return StepResult.failure(str(exc), kind=error_kind_of(exc))
+
+
 class AllocateExecutor:
     info = ExecutorInfo(
         key="ipam.allocate",
@@ -347,8 +362,8 @@ class AllocateExecutor:
             ipam, pool_name, pool, params = _setup(ctx)
             existing = ipam.find(ctx.project)
             row = ipam.plan(ctx.project, pool_name, pool, params)
-        except (ConfigurationError, sa.exc.SQLAlchemyError) as exc:
-            return StepResult.failure(str(exc))
+        except (InfraError, sa.exc.SQLAlchemyError) as exc:
+            return _failure(exc)
         out = describe(row, params.hosts)
         diff = "" if existing else f"+ VLAN {out.vlan_id}, subnet {out.subnet} ({pool_name})\n"
         return StepResult.success(
@@ -359,8 +374,8 @@ class AllocateExecutor:
         try:
             ipam, pool_name, pool, params = _setup(ctx)
             row, created = ipam.allocate(ctx.project, pool_name, pool, params, ctx.run_id)
-        except (ConfigurationError, sa.exc.SQLAlchemyError) as exc:
-            return StepResult.failure(str(exc))
+        except (InfraError, sa.exc.SQLAlchemyError) as exc:
+            return _failure(exc)
         out = describe(row, params.hosts)
         ctx.emit(
             "task",
@@ -387,11 +402,12 @@ class LookupExecutor:
     def apply(self, ctx: StepContext) -> StepResult:
         try:
             row = _current(ctx)
-        except (ConfigurationError, sa.exc.SQLAlchemyError) as exc:
-            return StepResult.failure(str(exc))
+        except (InfraError, sa.exc.SQLAlchemyError) as exc:
+            return _failure(exc)
         if row is None:
             return StepResult.failure(
-                f"ipam: project {ctx.project!r} has no allocation (never built, or released)"
+                f"ipam: project {ctx.project!r} has no allocation (never built, or released)",
+                kind=ErrorKind.INVALID,
             )
         return StepResult.success(outputs=describe(row, 0).model_dump(mode="json"))
 
@@ -408,16 +424,16 @@ class ReleaseExecutor:
     def preview(self, ctx: StepContext) -> StepResult:
         try:
             row = _current(ctx)
-        except (ConfigurationError, sa.exc.SQLAlchemyError) as exc:
-            return StepResult.failure(str(exc))
+        except (InfraError, sa.exc.SQLAlchemyError) as exc:
+            return _failure(exc)
         return _released(row)
 
     def apply(self, ctx: StepContext) -> StepResult:
         try:
             ipam, pool = _release_setup(ctx)
             row = ipam.release(ctx.project, pool)
-        except (ConfigurationError, sa.exc.SQLAlchemyError) as exc:
-            return StepResult.failure(str(exc))
+        except (InfraError, sa.exc.SQLAlchemyError) as exc:
+            return _failure(exc)
         return _released(row)
 
 

@@ -11,6 +11,14 @@ Per device the config comes from ``templates/network/<platform>/<role>.j2`` (``r
 the host's data: core, edge, leaf). Every string that reaches a template is validated
 (``SafeText``/``Name``; addresses are ``ipaddress`` types), so no request value can add a
 line to a device config.
+
+Errors are mapped at this edge to the exception tree and an ``error_kind`` per device
+(:func:`map_device_error`, the cause kept as ``__cause__``): netmiko/paramiko authentication
+failures -> ``TargetAuthError`` (auth); a failed TCP/SSH connect (refused, no route, no SSH
+banner) -> ``TargetUnreachable``; netmiko read timeouts -> ``TargetTimeout``; a config line
+the device rejects (``error_pattern=r"^%"``) -> ``TargetRejected``. Failures the tasks report
+as data (push, verify or save of a change, then rolled back) are ``rejected``, a push that
+timed out ``timeout``. Secrets come from the step context (``ctx.secrets``) only.
 """
 
 from __future__ import annotations
@@ -30,11 +38,20 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from infra_automation.config import STATE_DIR
-from infra_automation.exceptions import ConfigurationError, RenderError
+from infra_automation.exceptions import (
+    ConfigurationError,
+    RenderError,
+    TargetAuthError,
+    TargetError,
+    TargetRejected,
+    TargetTimeout,
+    TargetUnreachable,
+)
 from infra_automation.executors.base import ExecutorInfo, StepContext
 from infra_automation.inventory import Host, Inventory
 from infra_automation.render import render_template
-from infra_automation.results import Status, StepResult, TargetResult
+from infra_automation.results import ErrorKind, Status, StepResult, TargetResult, error_kind_of
+from infra_automation.secrets import Secrets
 from infra_automation.validation import NAME_RE, Name, SafeText
 
 WORKERS = 20
@@ -128,8 +145,11 @@ def netmiko_platform(platform: str | None) -> str:
     raise ConfigurationError(f"platform {platform!r} is not known to netutils' lib_mapper")
 
 
-def build_nornir(inventory: Inventory, hosts: list[str], workers: int = WORKERS) -> Any:
-    """A Nornir object over ``hosts`` of our inventory (ThreadedRunner, netmiko extras)."""
+def build_nornir(
+    inventory: Inventory, hosts: list[str], secrets: Secrets | None, workers: int = WORKERS
+) -> Any:
+    """A Nornir object over ``hosts`` of our inventory (ThreadedRunner, netmiko extras);
+    device passwords (``password_secret``) are read from ``secrets`` (the step's)."""
     from nornir.core import Nornir
     from nornir.core.configuration import Config
     from nornir.core.inventory import ConnectionOptions, Defaults, Groups, Hosts
@@ -147,7 +167,7 @@ def build_nornir(inventory: Inventory, hosts: list[str], workers: int = WORKERS)
             hostname=host.hostname,
             port=host.port,
             username=host.username,
-            password=_password(inventory, host),
+            password=_password(secrets, host),
             platform=netmiko_platform(host.platform),
             data=dict(host.data),
             connection_options={"netmiko": ConnectionOptions(extras=_extras(host))},
@@ -159,10 +179,14 @@ def build_nornir(inventory: Inventory, hosts: list[str], workers: int = WORKERS)
     )
 
 
-def _password(inventory: Inventory, host: Host) -> str | None:
+def _password(secrets: Secrets | None, host: Host) -> str | None:
     if not host.password_secret:
         return None
-    return inventory.secrets.get(host.password_secret)
+    if secrets is None:
+        raise ConfigurationError(
+            f"host {host.name!r}: password_secret is set but the step context has no secrets"
+        )
+    return secrets.get(host.password_secret)
 
 
 def _extras(host: Host) -> dict[str, Any]:
@@ -184,7 +208,7 @@ def run_nornir(ctx: StepContext, hosts: list[str]) -> NornirHandle:
     wanted += [h for h in hosts if h not in wanted]
     handle = ctx.resources.get(
         key,
-        lambda: NornirHandle(build_nornir(ctx.inventory, wanted), threading.Lock()),
+        lambda: NornirHandle(build_nornir(ctx.inventory, wanted, ctx.secrets), threading.Lock()),
         _close,
     )
     return handle
@@ -319,7 +343,7 @@ class ConfigureExecutor:
             tasks = load_tasks(ctx.root)
             handle = run_nornir(ctx, plan.devices)
         except (ConfigurationError, RenderError) as exc:
-            return StepResult.failure(str(exc))
+            return StepResult.failure(str(exc), kind=error_kind_of(exc))
         locks = [] if check else plan.devices  # a preview changes nothing: no device lock
         with handle.lock, device_locks(ctx.root / STATE_DIR / "locks", locks):
             nornir = handle.nornir.filter(filter_func=lambda h: h.name in plan.devices)
@@ -417,10 +441,12 @@ def _device_outcome(
 ) -> tuple[TargetResult, DeviceState]:
     result = multi[0]
     if multi.failed and not isinstance(result.result, dict):
-        error = describe_failure(multi)
-        target = TargetResult(device, Status.FAILED, error=error)
+        error = device_error(multi)
+        target = TargetResult(
+            device, Status.FAILED, error=str(error), error_kind=error_kind_of(error)
+        )
         return target, DeviceState(
-            device=device, role=role, changed=False, lines_present=None, error=error
+            device=device, role=role, changed=False, lines_present=None, error=str(error)
         )
     outcome: dict[str, Any] = result.result
     state = DeviceState(
@@ -440,21 +466,83 @@ def _device_outcome(
         diff=str(outcome["diff"]),
         error=outcome["error"],
         details=state.model_dump(mode="json"),
+        error_kind=outcome_kind(outcome) if outcome["error"] else None,
     )
     return target, state
 
 
-def describe_failure(multi: Any) -> str:
-    """A clear message for a device whose task raised (unreachable, auth, timeout)."""
+# --- error mapping ---------------------------------------------------------------------------
+
+# netmiko's text for a read that never saw the prompt (ReadTimeout); tasks report a failed
+# change as text (``push failed: <message>``), so this is how a push timeout is told apart.
+READ_TIMEOUT_TEXT = "Pattern not detected"
+
+
+def device_error(multi: Any) -> TargetError:
+    """The exception a device's task raised, as our exception tree (names the device)."""
     exc = next((r.exception for r in multi if r.exception is not None), None)
     host = multi[0].host
     where = f"{host.hostname}:{host.port}" if host is not None else "device"
     if exc is None:
-        return f"failed on {where}: {multi[0].result}"
-    kind = type(exc).__name__
+        return TargetError(f"failed on {where}: {multi[0].result}")
+    return map_device_error(exc, where)
+
+
+def map_device_error(exc: BaseException, where: str) -> TargetError:
+    """A netmiko / paramiko / socket error as a TargetError subclass, ``exc`` as its cause."""
     text = " ".join(str(exc).split())[:300]
-    if kind in {"NetmikoTimeoutException", "ConnectionRefusedError", "NoValidConnectionsError"}:
-        return f"unreachable: cannot connect to {where} ({text})"
-    if kind in {"NetmikoAuthenticationException", "AuthenticationException"}:
-        return f"authentication refused by {where} ({text})"
-    return f"{kind} on {where}: {text}"
+    kind = _device_error_kind(exc)
+    mapped: TargetError
+    if kind is ErrorKind.AUTH:
+        mapped = TargetAuthError(f"authentication refused by {where} ({text})")
+    elif kind is ErrorKind.UNREACHABLE:
+        mapped = TargetUnreachable(f"unreachable: cannot connect to {where} ({text})")
+    elif kind is ErrorKind.TIMEOUT:
+        mapped = TargetTimeout(f"timeout: {where} did not answer in time ({text})")
+    elif kind is ErrorKind.REJECTED:
+        mapped = TargetRejected(f"rejected by {where}: {text}")
+    else:
+        mapped = TargetError(f"{type(exc).__name__} on {where}: {text}")
+    mapped.__cause__ = exc  # what ``raise mapped from exc`` records
+    return mapped
+
+
+def _device_error_kind(exc: BaseException) -> ErrorKind:
+    from netmiko.exceptions import ConfigInvalidException, NetmikoTimeoutException, ReadTimeout
+    from paramiko.ssh_exception import (  # type: ignore[import-untyped]  # paramiko has no stubs
+        AuthenticationException,
+        SSHException,
+    )
+
+    if isinstance(exc, TargetError):
+        return error_kind_of(exc)
+    if isinstance(exc, AuthenticationException):  # netmiko's auth error is a subclass
+        return ErrorKind.AUTH
+    if isinstance(exc, ConfigInvalidException):
+        return ErrorKind.REJECTED
+    if isinstance(exc, ReadTimeout):
+        return ErrorKind.TIMEOUT
+    if isinstance(exc, NetmikoTimeoutException):
+        # raised while handling the failed TCP/SSH connect (refused, no route, no banner):
+        # unreachable; raised on its own (no prompt after login, session lock): a timeout
+        return ErrorKind.UNREACHABLE if exc.__context__ is not None else ErrorKind.TIMEOUT
+    if isinstance(exc, TimeoutError):
+        return ErrorKind.TIMEOUT
+    if isinstance(exc, OSError | EOFError | SSHException):  # refused, reset, closed, no route
+        return ErrorKind.UNREACHABLE
+    return ErrorKind.INTERNAL
+
+
+def outcome_kind(outcome: Mapping[str, Any]) -> ErrorKind:
+    """The kind of a failed change the task reported as data (``<stage> failed: ...``).
+
+    The device refused the change (a rejected line, lines missing after the push, a failed
+    ``write memory``): rejected; a push whose answer never came: timeout.
+    """
+    exc = outcome.get("exception")
+    if isinstance(exc, BaseException):  # tasks that keep the exception: map it exactly
+        return _device_error_kind(exc)
+    error = str(outcome.get("error") or "")
+    if error.startswith("push failed") and READ_TIMEOUT_TEXT in error.split("; ROLLBACK")[0]:
+        return ErrorKind.TIMEOUT
+    return ErrorKind.REJECTED

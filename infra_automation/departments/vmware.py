@@ -34,8 +34,8 @@ from infra_automation.departments._vsphere import VSphere, map_fault, session, v
 from infra_automation.exceptions import InfraError, RenderError, TargetRejected
 from infra_automation.executors.base import ExecutorInfo, StepContext
 from infra_automation.render import render_template
-from infra_automation.results import Status, StepResult, TargetResult
-from infra_automation.validation import Name, SafeText
+from infra_automation.results import ErrorKind, Status, StepResult, TargetResult, error_kind_of
+from infra_automation.validation import HostLabel, Name, Role, SafeText
 
 # pyVmomi's stubs leave the data-object constructors unannotated: use the SDK dynamically.
 vim: Any = pyVmomi.vim
@@ -48,7 +48,7 @@ DVPortgroup = vim.dvs.DistributedVirtualPortgroup
 EthernetCard = vim.vm.device.VirtualEthernetCard
 VmwareDVS = vim.dvs.VmwareDistributedVirtualSwitch
 Size = Literal["small", "medium", "large"]
-_NAME = TypeAdapter(Name)
+_HOST_LABEL = TypeAdapter(HostLabel)
 
 
 class _Params(BaseModel):
@@ -104,7 +104,7 @@ class VmsParams(_Params):
     portgroup: Name
     addresses: list[IPvAnyInterface] = Field(min_length=1, max_length=50)  # IPAM's hosts
     count: int = Field(ge=1, le=50)
-    role: Name = "app"
+    role: Role = "app"  # short enough that any project gives valid VM names
     size: Size = "small"
     cpu: int | None = Field(default=None, ge=1, le=128)
     memory_mb: int | None = Field(default=None, ge=128, le=4 * 1024 * 1024)
@@ -127,13 +127,13 @@ class VmsParams(_Params):
     def _names_and_addresses(self) -> VmsParams:
         if len(self.addresses) < self.count:
             raise ValueError(f"addresses: {len(self.addresses)} given for count={self.count}")
-        for name in self.vm_names():
+        for name in self.vm_names():  # valid by construction (Name, Role): kept as a guard
             try:
-                _NAME.validate_python(name)
+                _HOST_LABEL.validate_python(name)
             except ValidationError:
                 raise ValueError(
-                    f"VM name {name!r} (<project>-<role>-NN) is not a valid name "
-                    "(2-40 characters a-z 0-9 -)"
+                    f"VM name {name!r} (<project>-<role>-NN) is not a valid host name "
+                    "(2-63 characters a-z 0-9 -)"
                 ) from None
         return self
 
@@ -180,7 +180,7 @@ class NetworkSpec(_Outputs):
 class VmSpec(_Outputs):
     """What ``templates/vmware/vm.yml.j2`` renders for one VM."""
 
-    name: Name
+    name: HostLabel
     cpu: int = Field(ge=1, le=128)
     memory_mb: int = Field(ge=128, le=4 * 1024 * 1024)
     annotation: str = Field(max_length=4096)
@@ -263,13 +263,14 @@ class DecommissionExecutor:
 
 
 def _guard(action: Callable[[], StepResult]) -> StepResult:
-    """Target failures become failed results carrying vCenter's message."""
+    """Target failures become failed results carrying vCenter's message and their kind."""
     try:
         return action()
     except InfraError as exc:
-        return StepResult.failure(str(exc))
+        return StepResult.failure(str(exc), kind=error_kind_of(exc))
     except vmodl.MethodFault as exc:  # a fault raised outside vsphere_errors()
-        return StepResult.failure(str(map_fault(exc, "vCenter")))
+        mapped = map_fault(exc, "vCenter")
+        return StepResult.failure(str(mapped), kind=error_kind_of(mapped))
 
 
 # --- folder ---------------------------------------------------------------------------------
@@ -307,7 +308,9 @@ def _folder_out(name: str, path: str, folder: Any) -> dict[str, Any]:
 
 def _exists_as(path: str, obj: Any, wanted: str) -> StepResult:
     kind = type(obj).__name__.rsplit(".", 1)[-1]
-    return StepResult.failure(f"{path} exists but is a {kind}: cannot create a {wanted} there")
+    return StepResult.failure(
+        f"{path} exists but is a {kind}: cannot create a {wanted} there", kind=ErrorKind.REJECTED
+    )
 
 
 # --- portgroup ------------------------------------------------------------------------------
@@ -333,7 +336,8 @@ def _portgroup(ctx: StepContext, *, check: bool) -> StepResult:
         config = found.config
         if config.distributedVirtualSwitch._moId != dvs._moId:
             return StepResult.failure(
-                f"portgroup {name!r} exists on another distributed switch, not {vs.vc.dvswitch}"
+                f"portgroup {name!r} exists on another distributed switch, not {vs.vc.dvswitch}",
+                kind=ErrorKind.REJECTED,
             )
         vlan = _vlan_of(config)
         if vlan == params.vlan_id:
@@ -358,6 +362,7 @@ def _portgroup(ctx: StepContext, *, check: bool) -> StepResult:
         return StepResult.failure(
             f"portgroup {name}: vCenter reports vlan {outputs['vlan_id']} after the change, "
             f"expected {params.vlan_id}",
+            kind=ErrorKind.REJECTED,
             changed=True,
             diff=diff,
             outputs=outputs,
@@ -546,7 +551,9 @@ def _one_vm(
             ctx.emit("task", {"host": spec.name, "task": "vm", "status": "changed"})
         return _target(spec.name, diff, info), info
     except InfraError as exc:
-        failed = TargetResult(target=spec.name, status=Status.FAILED, error=str(exc))
+        failed = TargetResult(
+            target=spec.name, status=Status.FAILED, error=str(exc), error_kind=error_kind_of(exc)
+        )
         return failed, None
 
 
@@ -745,7 +752,10 @@ def _decommission(ctx: StepContext, *, check: bool) -> StepResult:
         removed = [p for p, obj in ((folder_path, folder), (pg_path, portgroup)) if obj is not None]
         left = [p for p in removed if vs.find(p) is not None]
         if left:
-            return StepResult.failure(f"still present in vCenter after removal: {', '.join(left)}")
+            return StepResult.failure(
+                f"still present in vCenter after removal: {', '.join(left)}",
+                kind=ErrorKind.REJECTED,
+            )
     diff = "".join(line + "\n" for line in lines)
     return StepResult.success(changed=bool(lines), diff=diff, outputs=outputs.model_dump())
 

@@ -29,7 +29,7 @@ from infra_automation.departments.network import (
 from infra_automation.executors.base import RunResources, StepContext
 from infra_automation.inventory import Inventory, Ipam, IpamPool, load_inventory
 from infra_automation.lab.routers import Routers
-from infra_automation.results import Status, StepResult
+from infra_automation.results import ErrorKind, Status, StepResult
 
 pytestmark = pytest.mark.lab
 
@@ -203,6 +203,7 @@ def test_a_rejected_line_fails_and_restores_the_running_config(
     (target,) = result.targets
     assert target.failed and "push failed" in (target.error or "")
     assert "frobnicate" in (target.error or "")
+    assert target.error_kind is ErrorKind.REJECTED and result.error_kind is ErrorKind.REJECTED
     assert _device(result, "core")["rolled_back"] is True
     assert config_lines(running(routers, "core")) == config_lines(before)
 
@@ -222,6 +223,7 @@ def test_a_failed_save_fails_the_step_and_restores_the_running_config(
     assert result.status is Status.FAILED
     error = result.targets[0].error or ""
     assert error.startswith("save failed") and "Operation not permitted" in error
+    assert result.targets[0].error_kind is ErrorKind.REJECTED
     assert _device(result, "core")["rolled_back"] is True
     assert config_lines(running(routers, "core")) == config_lines(before)
     assert saved.read_text() == saved_text
@@ -240,6 +242,8 @@ def test_a_stopped_router_fails_its_part_while_the_other_completes(
     assert by_target["edge"].failed
     assert "unreachable" in (by_target["edge"].error or "")
     assert "127.0.0.1:" in (by_target["edge"].error or "")
+    assert by_target["edge"].error_kind is ErrorKind.UNREACHABLE
+    assert result.error_kind is ErrorKind.UNREACHABLE
     assert by_target["core"].status is Status.SUCCESS and by_target["core"].changed
     assert f"ip route {project.params.subnet} Null0" in running(routers, "core")
     # the restarted router is reachable again through the same run's connections

@@ -73,6 +73,7 @@ def run_step(
         params=model.model_validate(params),
         inventory=inventory,
         check=check,
+        secrets=inventory.secrets,  # as the scheduler hands them: the one seam for secrets
         resources=res,
         root=ROOT,
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infra_automation.exceptions import ConfigurationError
+from infra_automation.exceptions import ConfigurationError, TargetRejected
 from infra_automation.inventory import load_inventory
 
 HAND = """\
@@ -67,7 +67,7 @@ def test_pool_binding_is_stable_dry_run_leaves_no_trace_release_frees(folder: Pa
     assert (first.name, first.port, first.data["bound_to"]) == ("shop-web-01", 2301, "h1")
     assert inv.bind_host("shop-web-01").port == 2301  # the same VM, the same host
     assert inv.bind_host("shop-web-02").port == 2302
-    with pytest.raises(ConfigurationError, match="no free host"):
+    with pytest.raises(TargetRejected, match="no free host"):  # the pool refuses: rejected
         inv.bind_host("shop-web-03")
     inv.release_host("shop-web-01")
     assert json.loads(bindings.read_text()) == {"shop-web-02": "h2"}

@@ -72,9 +72,15 @@ def test_bad_address_is_refused() -> None:
     assert info.value.errors()[0]["loc"][0] == "addresses"
 
 
-def test_vm_name_too_long_is_refused() -> None:
-    with pytest.raises(ValidationError, match="is not a valid name"):
-        params(project="p" * 30, role="r" * 10)
+def test_vm_names_of_the_longest_project_are_valid_host_names() -> None:
+    names = params(project="p" * 40, role="r" * 19, count=2).vm_names()
+    assert [len(n) for n in names] == [63, 63]
+
+
+def test_a_role_too_long_for_a_host_name_is_refused() -> None:
+    with pytest.raises(ValidationError) as info:
+        params(role="r" * 20)
+    assert info.value.errors()[0]["loc"] == ("role",)
 
 
 def test_ipam_host_entries_may_be_mappings_or_interfaces() -> None:
