@@ -17,7 +17,6 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from infra_automation.cli.junit import check_report_path
 from infra_automation.config import Settings, load_plugins, load_settings
@@ -162,15 +161,18 @@ def _text(report: VerifyReport) -> None:
         out.print(f"  {_esc(report.note)}")
     if report.error:
         out.print(f"  [red]error[/]: {_esc(str(redact(report.error)))}")
-    table = Table("Department", "Step", "Resource", "Target", "State", "Why")
     for check in report.checks:
         style = STYLES[check.state.value]
-        table.add_row(
-            check.department, check.step_id, check.resource, check.target,
-            f"[{style}]{check.state}[/]", _esc(str(redact(check.reason))),
-        )  # fmt: skip
-    if report.checks:
-        out.print(table)
+        where = f" on {check.target}" if check.target else ""
+        why = (
+            f": {redact(check.reason)}"
+            if check.reason and check.state is not SyncState.IN_SYNC
+            else ""
+        )
+        out.print(
+            f"  [{style}]{check.state:<12}[/] {_esc(check.step_id):<12} "
+            f"{_esc(check.resource + where + str(why))}"
+        )
     for check in report.checks:
         if check.state is SyncState.DRIFTED:
             out.print(f"[bold]{_esc(check.resource)}[/] on {_esc(check.target or '-')}:")
@@ -229,3 +231,11 @@ def _case(suite: ET.Element, project: str, check: ResourceCheck) -> None:
 def _fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
     err.print("error: " + str(redact(message)), style="red", markup=False)
     raise typer.Exit(code)
+
+
+if __name__ == "__main__":  # python -m infra_automation.cli.verify (before the main CLI wires it)
+    import logging
+
+    for noisy in ("nornir", "paramiko", "netmiko", "pyVmomi", "urllib3"):  # as `infra` does
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    app()

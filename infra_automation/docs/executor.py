@@ -10,6 +10,7 @@ from infra_automation.docs.writer import DocsWriter
 from infra_automation.exceptions import InfraError
 from infra_automation.executors.base import ExecutorInfo, StepContext
 from infra_automation.results import StepResult
+from infra_automation.verify import ResourceCheck, VerifyContext, VerifyResult
 
 
 class DocsParams(BaseModel):
@@ -66,6 +67,18 @@ class DocsExecutor:
         )
         ctx.emit("docs", {"pages": len(pages), "site": outputs.site_path})
         return StepResult.success(changed=changed, outputs=outputs.model_dump())
+
+    def verify(self, ctx: VerifyContext) -> VerifyResult:
+        """The project's pages are where the docs step wrote them."""
+        writer = DocsWriter(ctx.step.root)
+        folder = writer.project_dir(ctx.step.project)
+        expected = "\n".join(writer.page_names())
+        found = "\n".join(n for n in writer.page_names() if (folder / n).is_file())
+        return VerifyResult.of(
+            ResourceCheck.compare(
+                f"docs pages in {folder}", expected, found, target="docs", reason="pages missing"
+            )
+        )
 
 
 def _snapshot(writer: DocsWriter, project: str) -> dict[str, str]:

@@ -9,6 +9,9 @@ The ledger holds what the docs are rendered from:
 - ``plan``: the steps of the latest applied run with each step's last status.
 - ``runs``: the history (dry runs included), keyed by run id, so that re-processing the events
   of a run replaces its entry instead of duplicating it.
+- ``verification``: the latest ``infra verify`` of the project (``verify.finished``: when, the
+  overall state, counts, the resources not in sync with their diffs) and ``verifications``,
+  the short history of earlier ones (newest last, at most :data:`VERIFICATIONS_KEPT`).
 
 Everything is scrubbed (:func:`~infra_automation.docs.safety.scrub`) on the way in, so the
 ledger never holds a secret either. Files are written atomically (temp file + rename).
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 
 LEDGER_VERSION = 1
 DECOMMISSION_SUFFIX = "-decommission"
+VERIFICATIONS_KEPT = 20
 REMOVAL_ACTIONS = frozenset({"decommission", "unconfigure", "release", "remove", "delete"})
 
 
@@ -118,6 +122,32 @@ class Removed(_Model):
     removed_at: str | None = None
 
 
+class DriftRecord(_Model):
+    """A resource that was not in sync when the project was last verified."""
+
+    step_id: str = ""
+    department: str = ""
+    resource: str = ""
+    target: str = ""
+    state: str = ""
+    reason: str = ""
+    diff: str = ""
+
+
+class VerificationRecord(_Model):
+    verify_id: str
+    state: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration: float | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+    based_on: list[str] = Field(default_factory=list)
+    steps: dict[str, str] = Field(default_factory=dict)  # step id -> state
+    open: list[DriftRecord] = Field(default_factory=list)
+    note: str = ""
+    error: str | None = None
+
+
 class ProjectLedger(_Model):
     version: int = LEDGER_VERSION
     project: str
@@ -130,6 +160,8 @@ class ProjectLedger(_Model):
     state: dict[str, Resource] = Field(default_factory=dict)
     removed: list[Removed] = Field(default_factory=list)
     runs: list[RunRecord] = Field(default_factory=list)
+    verification: VerificationRecord | None = None
+    verifications: list[VerificationRecord] = Field(default_factory=list)
 
     def run(self, run_id: str) -> RunRecord | None:
         return next((r for r in self.runs if r.run_id == run_id), None)
@@ -365,10 +397,42 @@ def is_removal(executor: str) -> bool:
     return executor.partition(".")[2] in REMOVAL_ACTIONS
 
 
+def _on_verify_finished(ledger: ProjectLedger, event: Event, data: dict[str, Any]) -> None:
+    record = VerificationRecord(
+        verify_id=event.run_id,
+        state=str(data.get("state") or ""),
+        started_at=data.get("started_at"),
+        finished_at=data.get("finished_at") or event.at.isoformat(),
+        duration=data.get("duration"),
+        counts={str(k): int(v) for k, v in (data.get("counts") or {}).items()},
+        based_on=[str(r) for r in data.get("based_on") or []],
+        steps={str(k): str(v) for k, v in (data.get("steps") or {}).items()},
+        open=[_drift(item) for item in data.get("open") or []],
+        note=str(data.get("note") or ""),
+        error=scrub_text(data.get("error")) or None,
+    )
+    kept = [v for v in ledger.verifications if v.verify_id != record.verify_id]
+    ledger.verifications = [*kept, record][-VERIFICATIONS_KEPT:]
+    ledger.verification = ledger.verifications[-1]
+
+
+def _drift(item: Mapping[str, Any]) -> DriftRecord:
+    return DriftRecord(
+        step_id=str(item.get("step_id") or ""),
+        department=str(item.get("department") or ""),
+        resource=scrub_text(item.get("resource")),
+        target=scrub_text(item.get("target")),
+        state=str(item.get("state") or ""),
+        reason=scrub_text(item.get("reason")),
+        diff=scrub_text(item.get("diff")),
+    )
+
+
 _HANDLERS = {
     "run.started": _on_run_started,
     "step.finished": _on_step_finished,
     "run.finished": _on_run_finished,
+    "verify.finished": _on_verify_finished,
 }
 
 

@@ -2,7 +2,8 @@
 
 Built by the engine from the ``infra_automation.observers`` entry point as
 ``DocsObserver(root)``. The ledger and pages are rewritten after ``run.started``, after each
-``step.finished`` (so a crash leaves the docs current up to that step) and on ``run.finished``.
+``step.finished`` (so a crash leaves the docs current up to that step), on ``run.finished``
+and on ``verify.finished`` (``infra verify``: the pages' Verification section).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from infra_automation.events import Event
 from infra_automation.exceptions import InfraError
 
 log = logging.getLogger(__name__)
-WRITE_ON = frozenset({"run.started", "step.finished", "run.finished"})
+WRITE_ON = frozenset({"run.started", "step.finished", "run.finished", "verify.finished"})
 
 
 class DocsObserver:
@@ -47,6 +48,8 @@ class DocsObserver:
             log.warning("docs: %s of unknown run %s ignored", event.kind, event.run_id)
             return
         ledger = self.store.load(project)
+        if event.kind == "verify.finished" and not ledger.runs:
+            return  # no docs of this project (its runs were not observed): nothing to add to
         if apply_event(ledger, event):
             self.store.save(ledger)
             self.write(ledger)
@@ -62,12 +65,25 @@ class DocsObserver:
                 self._sites[event.run_id] = Path(str(site))
         elif event.kind == "run.finished" and event.run_id in self._sites:
             build_site(self.root, site_dir=self._sites.pop(event.run_id))
+        elif event.kind == "verify.finished":
+            self._rebuild_project_site(str(event.data.get("project") or ""))
+
+    def _rebuild_project_site(self, project: str) -> None:
+        """After a verification, the site the project's docs step built shows it too."""
+        ledger = self.store.load(project)
+        for resource in ledger.state.values():
+            site = resource.outputs.get("site_path") if resource.executor == "docs.build" else None
+            if site:
+                build_site(self.root, site_dir=Path(str(site)))
+                return
 
     def write(self, ledger: ProjectLedger) -> None:
         self.writer.write_project(ledger)
         self.writer.write_index(self.store.all())
 
     def _project_of(self, event: Event) -> str | None:
+        if event.kind.startswith("verify."):  # a verification names its project
+            return str(event.data.get("project") or "") or None
         if event.kind == "run.started":
             project = str(event.data.get("project") or "")
             if project:

@@ -1,4 +1,9 @@
-"""The mkdocs site: a default ``mkdocs.yml`` for roots that have none, and ``mkdocs build``."""
+"""The mkdocs site: a default ``mkdocs.yml`` for roots that have none, and ``mkdocs build``.
+
+The pages' pictures are inline SVG and need nothing from the network; ``css/infra.css``
+(:data:`SITE_CSS`, written into the docs folder if missing) makes tables and pictures fit
+a 1,280 px page.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +26,25 @@ docs_dir: {docs_dir}
 site_dir: site
 theme:
   name: mkdocs
+  highlightjs: false  # the theme would load highlight.js from a CDN: the site stays offline
 markdown_extensions:
   - tables
   - fenced_code
   - toc:
       permalink: true
+extra_css:
+  - css/infra.css
+"""
+CSS_NAME = "css/infra.css"
+SITE_CSS = """\
+/* The as-built pages fit a 1,280 px wide window: tables wrap long values instead of
+   overflowing, pictures (inline SVG drawn by infra-automation) scale to the column. */
+table { max-width: 100%; }
+td, th { overflow-wrap: anywhere; word-break: break-word; }
+td code { white-space: pre-wrap; word-break: break-all; }
+figure.infra-figure { margin: 1em 0; max-width: 100%; }
+figure.infra-figure svg { display: block; max-width: 100%; height: auto; }
+pre { white-space: pre-wrap; word-break: break-all; }
 """
 DEFAULT_HOME = """\
 # Infrastructure as built
@@ -49,6 +68,9 @@ def ensure_config(root: Path) -> Path:
     home = docs / "index.md"
     if not home.exists():
         write_atomic(home, DEFAULT_HOME)
+    css = docs / CSS_NAME
+    if not css.exists():
+        write_atomic(css, SITE_CSS)
     return config
 
 

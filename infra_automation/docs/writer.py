@@ -1,9 +1,13 @@
 """Markdown pages of a project, rendered from its ledger with the ``templates/docs`` templates
 (the project root's own, else the package's defaults).
 
-``docs/projects/<project>/``: ``index.md`` (overview), ``network.md``, ``virtual-machines.md``,
-``hosts.md``, ``resources.md``, ``plan.md``, ``history.md``, ``failures.md`` are regenerated
-on every write; ``notes.md`` is created once and never overwritten. Every generated page keeps
+``docs/projects/<project>/``: ``index.md`` (the summary a TAM hands over: access, IP plan,
+VMs, services per host, backup, monitoring, owners, drift, failures, history, the topology
+and plan pictures as inline SVG), ``verification.md`` (the last ``infra verify``),
+``plan.md``, ``history.md``, ``failures.md`` and ``appendix.md`` (every step's outputs and
+tool internals: Ansible stats, MoIDs, configuration applied) are regenerated on every write;
+``notes.md`` is created once and never overwritten. Pages an older version generated
+(``network.md``...) are removed when their hand-written part is empty. Every generated page keeps
 the text between ``<!-- BEGIN MANUAL -->`` and ``<!-- END MANUAL -->`` across regenerations.
 Pages are masked once more by :func:`~infra_automation.secrets.redact` before writing.
 """
@@ -17,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from infra_automation.config import load_settings
+from infra_automation.docs.handover import handover
 from infra_automation.docs.ledger import (
     ProjectLedger,
     Resource,
     RunRecord,
     StepRecord,
 )
+from infra_automation.docs.pictures import PlanBox, plan_picture
 from infra_automation.docs.safety import MARKDOWN_HELPERS, display, slug
 from infra_automation.docs.sections import PAGES, SECTIONS, Section, SectionRegistry
 from infra_automation.exceptions import ConfigurationError
@@ -36,6 +42,8 @@ DEFAULT_MANUAL = "\n<!-- Hand-written notes between these markers survive regene
 _MANUAL_RE = re.compile(re.escape(BEGIN_MANUAL) + r"(.*?)" + re.escape(END_MANUAL), re.S)
 _FENCE_RE = re.compile(r"^(`{3,})")
 STATUS_CLASSES = ("success", "failed", "skipped", "running", "pending")
+GENERATED_PAGES = ("plan.md", "history.md", "failures.md", "verification.md", "appendix.md")
+LEGACY_PAGES = ("network.md", "virtual-machines.md", "hosts.md", "resources.md")
 
 
 def templates_root(root: Path) -> Path:
@@ -83,13 +91,13 @@ class DocsWriter:
         return self.projects_dir / slug(project)
 
     def page_names(self) -> list[str]:
-        names = ["index.md", *(f"{p}.md" for p in PAGES)]
-        return [*names, "plan.md", "history.md", "failures.md", "notes.md"]
+        return ["index.md", *GENERATED_PAGES, "notes.md"]
 
     def write_project(self, ledger: ProjectLedger) -> list[Path]:
         """Write every page of ``ledger``'s project; returns the paths of its pages."""
         folder = self.project_dir(ledger.project)
         written = [self._write(folder / page.name, page) for page in self.pages(ledger)]
+        _remove_legacy(folder)
         notes = folder / "notes.md"
         if not notes.exists():
             self._write(notes, Page("notes.md", "docs/notes.md.j2", _base(ledger)), manual=False)
@@ -103,14 +111,17 @@ class DocsWriter:
     def pages(self, ledger: ProjectLedger) -> list[Page]:
         base = _base(ledger)
         by_page = self._sections(ledger)
-        pages = [Page("index.md", "docs/overview.md.j2", {**base, **_overview(ledger)})]
-        for stem, title in PAGES.items():
-            variables = {**base, "title": title, "sections": by_page.get(stem, [])}
-            pages.append(Page(f"{stem}.md", "docs/sections.md.j2", variables))
-        pages.append(Page("plan.md", "docs/plan.md.j2", {**base, **_plan(ledger)}))
-        pages.append(Page("history.md", "docs/history.md.j2", {**base, **_history(ledger)}))
-        pages.append(Page("failures.md", "docs/failures.md.j2", {**base, **_failures(ledger)}))
-        return pages
+        summary = {**_overview(ledger), **handover(ledger), **_failures(ledger)}
+        summary["history"] = _history(ledger)["runs"][:5]
+        groups = [(PAGES[stem], by_page.get(stem, [])) for stem in PAGES]
+        return [
+            Page("index.md", "docs/overview.md.j2", {**base, **summary}),
+            Page("verification.md", "docs/verification.md.j2", {**base, **summary}),
+            Page("plan.md", "docs/plan.md.j2", {**base, **_plan(ledger)}),
+            Page("history.md", "docs/history.md.j2", {**base, **_history(ledger)}),
+            Page("failures.md", "docs/failures.md.j2", {**base, **_failures(ledger)}),
+            Page("appendix.md", "docs/sections.md.j2", {**base, "groups": groups}),
+        ]
 
     def render(self, page: Page, manual: str = DEFAULT_MANUAL) -> str:
         variables = {**MARKDOWN_HELPERS, **page.variables, "manual": manual}
@@ -149,6 +160,17 @@ def tidy(markdown: str) -> str:
             continue
         lines.append(line)
     return "\n".join(lines)
+
+
+def _remove_legacy(folder: Path) -> None:
+    """Pages an older version generated (network.md...), unless someone wrote in them."""
+    for name in LEGACY_PAGES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        kept = _manual_text(path.read_text(encoding="utf-8"))
+        if kept is not None and kept.strip() in ("", DEFAULT_MANUAL.strip()):
+            path.unlink()
 
 
 def _manual_text(old: str) -> str | None:
@@ -215,6 +237,20 @@ def _flat(value: Any, prefix: str = "") -> list[tuple[str, str]]:
 
 
 def _plan(ledger: ProjectLedger) -> dict[str, Any]:
+    boxes = [
+        PlanBox(s.id, s.department, s.executor, tuple(s.needs), _status_class(s.status))
+        for s in ledger.plan
+    ]
+    return {
+        "ledger": ledger,
+        "plan": ledger.plan,
+        "plan_svg": plan_picture(boxes) if boxes else "",
+        "mermaid": plan_mermaid(ledger),
+    }
+
+
+def plan_mermaid(ledger: ProjectLedger) -> str:
+    """The plan as mermaid source (for tools that draw it; the pages show the SVG)."""
     ids = {step.id: f"s{i}" for i, step in enumerate(ledger.plan)}
     nodes = [
         (ids[s.id], mermaid_label(f"{s.id}<br/>{s.executor}"), _status_class(s.status))
@@ -225,7 +261,7 @@ def _plan(ledger: ProjectLedger) -> dict[str, Any]:
     lines += [f'  {node}["{text}"]:::{cls}' for node, text, cls in nodes]
     lines += [f"  {a} --> {b}" for a, b in edges]
     lines += [f"  classDef {cls} {style}" for cls, style in CLASS_STYLES.items()]
-    return {"ledger": ledger, "mermaid": "\n".join(lines), "plan": ledger.plan}
+    return "\n".join(lines)
 
 
 CLASS_STYLES = {
@@ -318,4 +354,5 @@ def _index_row(ledger: ProjectLedger) -> dict[str, Any]:
         "state": state_label(ledger),
         "latest": ledger.latest(),
         "departments": ", ".join(ledger.departments),
+        "verified": ledger.verification,
     }

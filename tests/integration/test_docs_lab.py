@@ -108,15 +108,15 @@ def test_docs_show_what_the_routers_answered(
 ) -> None:
     first = runs[0]
     assert not first.failed, {k: r.error for k, r in first.steps.items()}
-    network = read(root, project, "network.md")
+    network = read(root, project, "appendix.md")
     assert f"| VLAN | {VLAN} |" in network
     assert f"| Subnet | {SUBNET} |" in network
     assert f"| Gateway | {GATEWAY} |" in network
-    assert "### Device core" in network
-    assert "### Device edge" in network
-    edge = network.split("### Device edge", 1)[1]
+    assert "#### Device core" in network
+    assert "#### Device edge" in network
+    edge = network.split("#### Device edge", 1)[1]
     assert "| BGP prefix learned | yes |" in edge  # read back from edge's BGP table
-    core = network.split("### Device core", 1)[1].split("### Device edge", 1)[0]
+    core = network.split("#### Device core", 1)[1].split("#### Device edge", 1)[0]
     assert "| Lines present | yes |" in core
     assert "Configuration applied" in core
     # The same facts, asked of the router itself.
@@ -135,14 +135,14 @@ def test_second_run_appends_history_without_duplicates(
     ledger = LedgerStore.for_root(root).load(project)
     assert [r.run_id for r in ledger.runs][:2] == [first.run_id, second.run_id]
     # The unchanged second run still shows what the first one applied.
-    assert f"Configuration applied (run {first.run_id})" in read(root, project, "network.md")
+    assert f"Configuration applied (run {first.run_id})" in read(root, project, "appendix.md")
 
 
 def test_note_survives_and_site_builds(root: Path, project: str, runs: list[RunResult]) -> None:
     outputs = runs[-1].steps["docs"].outputs
     site = Path(outputs["site_path"])
-    assert (site / "projects" / project / "network" / "index.html").is_file()
-    page = root / "docs" / "projects" / project / "network.md"
+    assert (site / "projects" / project / "appendix" / "index.html").is_file()
+    page = root / "docs" / "projects" / project / "appendix.md"
     page.write_text(
         page.read_text().replace("<!-- BEGIN MANUAL -->", "<!-- BEGIN MANUAL -->\nPatch panel B7\n")
     )

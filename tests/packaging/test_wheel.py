@@ -104,7 +104,7 @@ def test_the_installed_wheel_plans_applies_and_documents(tmp_path: Path) -> None
     run([infra, "apply", "requests/demo-chain.yml"], root, env)  # core steps only: no lab
     docs = run([infra, "docs", "build"], root, env)
     pages = root / "docs" / "projects" / "demo"
-    assert "demo: 9 pages" in docs.stdout
+    assert "demo: 7 pages" in docs.stdout
     assert {"index.md", "plan.md", "history.md"} <= {p.name for p in pages.glob("*.md")}
     assert "finish" in (pages / "plan.md").read_text()
     print(f"wheel build + venv + plan/apply/docs: {time.monotonic() - started:.1f}s")

@@ -204,15 +204,15 @@ def observer(tmp_path: Path) -> DocsObserver:
 
 def test_docs_show_values_read_back_from_targets(tmp_path: Path, observer: DocsObserver) -> None:
     feed(observer, Stream("run-1").full())
-    network = page(tmp_path, "network.md")
+    network = page(tmp_path, "appendix.md")
     assert "| VLAN | 231 |" in network  # the request asked for VLAN 100
     assert "| Subnet | 10.77.31.0/24 |" in network
     assert "| Gateway | 10.77.31.1 |" in network
     assert "ip route 10.77.31.0/24 Null0" in network  # applied on core, read back
     assert "| BGP prefix learned | 10.77.31.0/24 |" in network  # learned by edge
-    vms = page(tmp_path, "virtual-machines.md")
+    vms = page(tmp_path, "appendix.md")
     assert "| shop-web1 | 4 | 6144 | pg-shop-231 | poweredOn | 10.77.31.10 | vm-4711 |" in vms
-    hosts = page(tmp_path, "hosts.md")
+    hosts = page(tmp_path, "appendix.md")
     assert "[http://127.0.0.1:40123/](http://127.0.0.1:40123/)" in hosts
     assert "| debian1 | 1.22.1-9 | 8.2.29-1 |" in hosts
     overview = page(tmp_path, "index.md")
@@ -221,8 +221,8 @@ def test_docs_show_values_read_back_from_targets(tmp_path: Path, observer: DocsO
     assert "| Owning departments | docs, network, os, vmware |" in overview
     assert "| State | built |" in overview
     plan = page(tmp_path, "plan.md")
-    assert "```mermaid" in plan
-    assert 's2["vms<br/>vmware.vms"]:::success' in plan
+    assert '<figure class="infra-figure"><svg' in plan and "```mermaid" not in plan
+    assert '<g class="node success"><rect' in plan and ">vms</text>" in plan
     assert "No open failures" in page(tmp_path, "failures.md")
     index = (tmp_path / "docs" / "projects" / "index.md").read_text()
     assert "[shop](shop/index.md)" in index
@@ -251,7 +251,7 @@ def test_second_run_appends_history_and_replay_never_duplicates(
     assert [r.run_id for r in ledger.runs] == ["run-1", "run-2"]
     # The replay of the older run did not roll the current state back.
     assert ledger.state["ipam"].outputs["vlan_id"] == 232
-    assert "| VLAN | 232 |" in page(tmp_path, "network.md")
+    assert "| VLAN | 232 |" in page(tmp_path, "appendix.md")
 
 
 def test_hand_written_notes_survive_regeneration(tmp_path: Path, observer: DocsObserver) -> None:
@@ -269,7 +269,7 @@ def test_hand_written_notes_survive_regeneration(tmp_path: Path, observer: DocsO
     assert text.count("<!-- BEGIN MANUAL -->") == 1
     assert "run-2" in text  # regenerated around the note
     assert notes.read_text() == "# Notes\n\nFirewall change ticket CHG-991.\n"
-    assert "[Notes](notes.md)" in text
+    assert "[notes](notes.md)" in text
 
 
 def test_failed_run_shows_failure_skipped_steps_and_resume(
@@ -283,8 +283,8 @@ def test_failed_run_shows_failure_skipped_steps_and_resume(
     assert "infra resume run-1" in failures
     assert "failed (run run-1)" in page(tmp_path, "index.md")
     plan = page(tmp_path, "plan.md")
-    assert ":::failed" in plan
-    assert ":::skipped" in plan
+    assert '<g class="node failed">' in plan
+    assert '<g class="node skipped">' in plan
     assert "| web | os | `os.playbook` | vms | skipped |" in plan
 
     # The resume reuses what succeeded and finishes the rest: the failure is closed.
@@ -298,7 +298,7 @@ def test_failed_run_shows_failure_skipped_steps_and_resume(
     assert "| ipam | network | `ipam.allocate` |   | success (reused) |" in page(
         tmp_path, "plan.md"
     )
-    assert "| VLAN | 231 |" in page(tmp_path, "network.md")
+    assert "| VLAN | 231 |" in page(tmp_path, "appendix.md")
 
 
 def test_reused_step_without_outputs_keeps_the_current_state(
@@ -313,7 +313,7 @@ def test_reused_step_without_outputs_keeps_the_current_state(
 def test_crash_mid_run_leaves_docs_current(tmp_path: Path, observer: DocsObserver) -> None:
     run = Stream("run-1")
     feed(observer, [run.started(), run.step("ipam")])  # no run.finished: the process died
-    assert "| VLAN | 231 |" in page(tmp_path, "network.md")
+    assert "| VLAN | 231 |" in page(tmp_path, "appendix.md")
     failures = page(tmp_path, "failures.md")
     assert "did not finish" in failures
     assert "gateway, vms, web, docs" in failures
@@ -334,8 +334,8 @@ def test_dry_run_goes_to_history_but_not_to_the_state(
     assert "## Run run-2: failed (dry run)" in history
     assert "| Mode | dry run (check mode) |" in history
     assert "+ vlan 999" in history
-    assert "| VLAN | 231 |" in page(tmp_path, "network.md")
-    assert ":::failed" not in page(tmp_path, "plan.md")
+    assert "| VLAN | 231 |" in page(tmp_path, "appendix.md")
+    assert '<g class="node failed">' not in page(tmp_path, "plan.md")
     failures = page(tmp_path, "failures.md")
     assert "No open failures" in failures
     assert "Last dry run run-2 failed" in failures
@@ -364,7 +364,7 @@ def test_decommission_clears_what_it_removed(tmp_path: Path, observer: DocsObser
     state = LedgerStore.for_root(tmp_path).load("shop").state
     assert "vms" not in state
     assert "ipam" in state  # the network was not touched by this step
-    assert "shop-web1" not in page(tmp_path, "virtual-machines.md")
+    assert "shop-web1" not in page(tmp_path, "appendix.md")
     feed(
         observer, [gone._event("run.finished", status="success", failed_steps=[], skipped_steps=[])]
     )
@@ -422,7 +422,7 @@ def test_unknown_executor_outputs_render_as_tables(tmp_path: Path, observer: Doc
         reused=False,
     )
     feed(observer, [run.started(plan=plan), event, run.finished()])
-    resources = page(tmp_path, "resources.md")
+    resources = page(tmp_path, "appendix.md")
     assert "## backup (backup)" in resources
     assert "| Policy | gold\\|daily |" in resources
     assert "| Retention days | 30 |" in resources
@@ -449,7 +449,7 @@ def test_custom_section_renderer_from_the_registry(tmp_path: Path, observer: Doc
             outputs={"rules": ["a", "b"]},
         )
         feed(observer, [run.started(plan=plan), event, run.finished()])
-        assert "## Firewall: 2 rules" in page(tmp_path, "network.md")
+        assert "### Firewall: 2 rules" in page(tmp_path, "appendix.md")
     finally:
         SECTIONS.unregister("firewall.rules")
 
@@ -496,7 +496,8 @@ def test_mkdocs_build_strict_passes_on_a_generated_tree(tmp_path: Path) -> None:
     assert "Eve | &lt;b&gt;" in html  # escaped, and the pipe did not split the cell
     assert "<b>" not in html.split("Eve", 1)[1][:20]
     assert (site / "projects" / "shop" / "plan" / "index.html").is_file()
-    assert "language-mermaid" in (site / "projects" / "shop" / "plan" / "index.html").read_text()
+    plan_html = (site / "projects" / "shop" / "plan" / "index.html").read_text()
+    assert "<svg" in plan_html and "language-mermaid" not in plan_html
 
 
 @needs_mkdocs
@@ -507,7 +508,8 @@ def test_repo_mkdocs_config_builds_strict_with_generated_projects(tmp_path: Path
     landscape(root)
     site = build_site(root, site_dir=tmp_path / "site")
     assert (site / "projects" / "shop" / "index.html").is_file()
-    assert (site / "js" / "mermaid-init.mjs").is_file()
+    assert (site / "css" / "infra.css").is_file()
+    assert "cdn" not in (site / "projects" / "shop" / "index.html").read_text().lower()
 
 
 @needs_mkdocs
@@ -544,9 +546,9 @@ def test_docs_build_executor_writes_pages_and_site(tmp_path: Path) -> None:
     assert result.changed
     outputs = DocsOutputs.model_validate(result.outputs)
     assert outputs.site_path == str(tmp_path / "site")
-    assert (tmp_path / "site" / "projects" / "shop" / "network" / "index.html").is_file()
-    assert str(tmp_path / "docs" / "projects" / "shop" / "network.md") in outputs.pages
-    assert "| VLAN | 231 |" in page(tmp_path, "network.md")
+    assert (tmp_path / "site" / "projects" / "shop" / "appendix" / "index.html").is_file()
+    assert str(tmp_path / "docs" / "projects" / "shop" / "appendix.md") in outputs.pages
+    assert "| VLAN | 231 |" in page(tmp_path, "appendix.md")
     again = executor.apply(_ctx(tmp_path, site=False))
     assert not again.changed  # idempotent
     assert again.outputs["site_path"] is None
@@ -558,7 +560,7 @@ def test_infra_docs_build_cli(tmp_path: Path) -> None:
     from infra_automation.cli import app
 
     feed(DocsObserver(tmp_path), Stream("run-1").full())
-    network = tmp_path / "docs" / "projects" / "shop" / "network.md"
+    network = tmp_path / "docs" / "projects" / "shop" / "appendix.md"
     network.unlink()
     runner = CliRunner()
     done = runner.invoke(app, ["--root", str(tmp_path), "docs", "build", "--project", "shop"])
@@ -576,8 +578,8 @@ def test_unchanged_device_keeps_the_configuration_last_applied(
     again = Stream("run-2", start=10)
     quiet = [{**t, "diff": "", "changed": False} for t in GATEWAY_TARGETS]
     feed(observer, [again.started(), again.step("gateway", targets=quiet, changed=False)])
-    network = page(tmp_path, "network.md")
-    assert "#### Configuration applied (run run-1)" in network
+    network = page(tmp_path, "appendix.md")
+    assert "##### Configuration applied (run run-1)" in network
     assert "+ip route 10.77.31.0/24 Null0" in network
 
 

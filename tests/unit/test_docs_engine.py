@@ -80,7 +80,7 @@ def test_engine_run_failure_then_resume_is_documented(root: Path) -> None:
     assert "Not run because a step they depend on failed: finish, docs." in failures
     assert f"infra resume {failed}" in failures
     assert "| Requester | Dana Ops |" in read(root, "index.md")
-    assert "hello shop" in read(root, "network.md")  # the output, rendered from the template
+    assert "hello shop" in read(root, "appendix.md")  # the output, rendered from the template
 
     write_root(root, FIXED)  # the cause is fixed; resume the failed run
     eng = engine(root)
@@ -94,8 +94,8 @@ def test_engine_run_failure_then_resume_is_documented(root: Path) -> None:
     assert history.count(f"## Run {failed}:") == 1
     assert history.count(f"## Run {resumed.run_id}:") == 1
     assert f"| Resumed from | `{failed}` |" in history
-    assert "pg-docs-231" in read(root, "virtual-machines.md")
-    assert "[http://127.0.0.1:8080/](http://127.0.0.1:8080/)" in read(root, "hosts.md")
+    assert "pg-docs-231" in read(root, "appendix.md")
+    assert "[http://127.0.0.1:8080/](http://127.0.0.1:8080/)" in read(root, "appendix.md")
     ledger = LedgerStore.for_root(root).load("shop")
     assert {s.id: s.status for s in ledger.plan} == dict.fromkeys(
         ["prepare", "configure", "finish", "docs"], "success"

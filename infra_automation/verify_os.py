@@ -1,0 +1,214 @@
+"""Verifier of ``os.playbook`` steps (OS baseline, web, backup, monitoring): each host's
+live state against what the playbook read back when it ran.
+
+Facts, not plays: one SSH command per host (the connection settings Ansible uses for it,
+``ansible_host_key_checking`` and ``ansible_ssh_common_args`` included) reads the service
+states (``service --status-all``), the cron tables and, where the step registered an
+exporter, its metrics endpoint; the site URL is fetched over HTTP. Resources per host:
+
+- ``service <name>``: each service the run found ``running`` is still running;
+- ``site <url>``: the URL answers 200 with a page naming the project;
+- ``backup schedule``: a cron line with the recorded schedule runs the project's backup;
+- ``exporter <target>``: the node exporter answers on the recorded port.
+
+A host that SSH cannot reach makes its resources ``unverifiable`` (``unreachable``/``auth``).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from infra_automation.departments import ansible
+from infra_automation.inventory import Host
+from infra_automation.results import ErrorKind
+from infra_automation.verify import ResourceCheck, VerifyContext, VerifyResult
+
+SSH_TIMEOUT = 15
+HTTP_TIMEOUT = 5
+SECTION = "### infra-verify "
+_STATUS_RE = re.compile(r"^\s*\[\s*([+?-])\s*\]\s+(\S+)\s*$")
+_PORT_RE = re.compile(r":(\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class HostState:
+    """What one SSH command read on a host."""
+
+    services: dict[str, str]
+    cron: str
+    exporter: str  # HTTP status of the exporter's /metrics, "" if not asked
+
+
+class PlaybookVerifier:
+    def verify(self, ctx: VerifyContext) -> VerifyResult:
+        recorded = ctx.recorded.get("hosts")
+        if not isinstance(recorded, Mapping) or not recorded:
+            return VerifyResult.unverifiable("hosts", "the record lists no host")
+        params = ctx.typed_params(ansible.PlaybookParams)
+        hosts, _ = ansible.resolve_targets(ctx.step, params, check=True)
+        checks: list[ResourceCheck] = []
+        for name, data in recorded.items():
+            host = hosts.get(str(name))
+            if host is None or not isinstance(data, Mapping):
+                checks.append(ResourceCheck.unverifiable(f"host {name}", "not in the inventory"))
+                continue
+            checks += _host_checks(ctx.step.project, host, str(name), data)
+        return VerifyResult(tuple(checks))
+
+
+def _host_checks(
+    project: str, host: Host, name: str, data: Mapping[str, Any]
+) -> list[ResourceCheck]:
+    raw = data.get("facts")
+    facts: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    exporter = _exporter_port(facts.get("target"))
+    running = [s for s, state in (data.get("services") or {}).items() if state == "running"]
+    state, error, kind = read_host(host, exporter)
+    checks: list[ResourceCheck] = []
+    resources = [f"service {s}" for s in running]
+    if facts.get("schedule"):
+        resources.append("backup schedule")
+    if exporter is not None:
+        resources.append(f"exporter {facts.get('target')}")
+    if state is None:
+        checks += [ResourceCheck.unverifiable(r, error, target=name, kind=kind) for r in resources]
+    else:
+        checks += [_service(s, state, name) for s in running]
+        if facts.get("schedule"):
+            checks.append(_schedule(project, str(facts["schedule"]), state, name))
+        if exporter is not None:
+            checks.append(_exporter(str(facts.get("target")), state, name))
+    if data.get("url"):
+        checks.append(check_site(project, str(data["url"]), name))
+    return checks
+
+
+def _exporter_port(target: Any) -> int | None:
+    match = _PORT_RE.search(str(target or ""))
+    return int(match.group(1)) if match and 0 < int(match.group(1)) < 65536 else None
+
+
+def _service(service: str, state: HostState, host: str) -> ResourceCheck:
+    found = state.services.get(service, "(not installed)")
+    return ResourceCheck.compare(
+        f"service {service}", "running", found, target=host, reason=f"{service} is {found}"
+    )
+
+
+def _schedule(project: str, schedule: str, state: HostState, host: str) -> ResourceCheck:
+    wanted = " ".join(schedule.split())
+    job = f"infra-backup-{project}"
+    lines = [" ".join(line.split()) for line in state.cron.splitlines()]
+    ours = [line for line in lines if job in line and not line.startswith("#")]
+    found = "\n".join(ours) if ours else "(no cron line runs the backup)"
+    expected = next((line for line in ours if line.startswith(wanted + " ")), None)
+    return ResourceCheck.compare(
+        "backup schedule",
+        expected or f"{wanted} ... {job}",
+        found,
+        target=host,
+        reason="the backup is not scheduled as recorded",
+    )
+
+
+def _exporter(target: str, state: HostState, host: str) -> ResourceCheck:
+    found = f"HTTP {state.exporter}" if state.exporter not in ("", "000") else "not answering"
+    return ResourceCheck.compare(
+        f"exporter {target}", "HTTP 200", found, target=host, reason="node exporter " + found
+    )
+
+
+def check_site(project: str, url: str, host: str) -> ResourceCheck:
+    """The site answers 200 with a page that names the project."""
+    expected = f"HTTP 200, page of project {project}"
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as answer:  # noqa: S310 - http(s) URL from the record
+            body = answer.read(65536).decode("utf-8", "replace")
+            found = f"HTTP {answer.status}, " + (
+                f"page of project {project}" if project in body else "another page"
+            )
+    except urllib.error.HTTPError as exc:
+        found = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        found = f"not answering ({getattr(exc, 'reason', exc)})"
+    return ResourceCheck.compare(f"site {url}", expected, found, target=host, reason=found)
+
+
+def read_host(host: Host, exporter: int | None) -> tuple[HostState | None, str, ErrorKind | None]:
+    """(state, "", None), or (None, why, kind) when SSH cannot read the host."""
+    script = [
+        f"echo '{SECTION}services'; service --status-all 2>&1",
+        f"echo '{SECTION}cron'; cat /etc/cron.d/* 2>/dev/null",
+    ]
+    if exporter is not None:
+        script.append(
+            f"echo '{SECTION}exporter'; curl -s -o /dev/null -w '%{{http_code}}' --max-time 3 "
+            f"http://127.0.0.1:{exporter}/metrics"
+        )
+    try:
+        done = subprocess.run(  # fixed argv, no shell on our side
+            [*ssh_command(host), "; ".join(script) + "; true"],
+            capture_output=True,
+            text=True,
+            timeout=SSH_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return (
+            None,
+            f"ssh {host.hostname}:{host.port}: no answer in {SSH_TIMEOUT} s",
+            ErrorKind.TIMEOUT,
+        )
+    except OSError as exc:
+        return None, f"ssh cannot run: {exc}", ErrorKind.INTERNAL
+    if done.returncode == 255:
+        message = " ".join(done.stderr.split())[-300:]
+        kind = ErrorKind.AUTH if "Permission denied" in message else ErrorKind.UNREACHABLE
+        return None, f"ssh {host.hostname}:{host.port}: {message}", kind
+    return parse_state(done.stdout), "", None
+
+
+def ssh_command(host: Host) -> list[str]:
+    """``ssh`` with the settings Ansible uses for the host."""
+    command = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+    if host.port:
+        command += ["-p", str(host.port)]
+    if host.ssh_key_file:
+        command += ["-i", host.ssh_key_file, "-o", "IdentitiesOnly=yes"]
+    if host.data.get("ansible_host_key_checking") is False:
+        command += ["-o", "StrictHostKeyChecking=no"]
+    command += shlex.split(str(host.data.get("ansible_ssh_common_args") or ""))
+    user = f"{host.username}@" if host.username else ""
+    return [*command, f"{user}{host.hostname}"]
+
+
+def parse_state(output: str) -> HostState:
+    sections: dict[str, list[str]] = {}
+    current = ""
+    for line in output.splitlines():
+        if line.startswith(SECTION):
+            current = line[len(SECTION) :].strip()
+            continue
+        sections.setdefault(current, []).append(line)
+    services: dict[str, str] = {}
+    for line in sections.get("services", []):
+        match = _STATUS_RE.match(line)
+        if match:
+            mark, name = match.groups()
+            services[name] = {"+": "running", "-": "stopped"}.get(mark, "unknown")
+    return HostState(
+        services=services,
+        cron="\n".join(sections.get("cron", [])),
+        exporter="".join(sections.get("exporter", [])).strip(),
+    )
+
+
+def playbook() -> PlaybookVerifier:
+    return PlaybookVerifier()
