@@ -9,9 +9,14 @@
     run = client.run(accepted["run_id"])
 
 Errors are our exception tree: a 422 is a :class:`RequestValidationError` naming the fields,
-404 on a run :class:`RunNotFound`, 409 :class:`RunLocked`, anything else a
-:class:`ServiceError` with the status; a server that cannot be reached is a
+404 on a run :class:`RunNotFound`, 409 :class:`RunLocked`, 503 ``unavailable`` (the server's
+run record failed) :class:`RecordError`, anything else a :class:`ServiceError` with the
+status; a server that cannot be reached, or that answers something that is not the API, is a
 :class:`ServiceError` with status 0. The token is sent only as a bearer header.
+
+The API's JSON turns back into the objects the CLI renders locally (:func:`plan_from_api`,
+:func:`run_from_api`, :func:`result_from_api`, :func:`event_from_api`), so ``infra --server``
+prints what a local run prints.
 """
 
 from __future__ import annotations
@@ -21,24 +26,32 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
 
+from infra_automation.events import Event
 from infra_automation.exceptions import (
     ConfigurationError,
     FieldError,
+    RecordError,
     RequestValidationError,
     RunLocked,
     RunNotFound,
     ServiceError,
 )
+from infra_automation.planner import Plan, PlannedStep
+from infra_automation.record import EventRecord, RunRecord, StepRecord, recorded_result
+from infra_automation.request import Request
+from infra_automation.results import RunResult
 
 API = "/api/v1"
 SERVER_VARIABLE = "INFRA_SERVER"
 TOKEN_VARIABLE = "INFRA_TOKEN"  # noqa: S105 - the name of the variable, not a token
 RECONNECT_DELAY = 0.5
 MAX_RECONNECTS = 20
+PAGE_MAX = 200  # the largest page GET /runs hands out
 
 
 def request_body(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -122,7 +135,10 @@ class InfraClient:
         if response.status_code == 204:
             return None
         if response.headers.get("content-type", "").startswith("application/json"):
-            return response.json()
+            try:
+                return response.json()
+            except ValueError as exc:
+                raise ServiceError(0, "bad_response", f"{self.base_url}: not JSON") from exc
         return response.text
 
     def me(self) -> dict[str, Any]:
@@ -173,6 +189,19 @@ class InfraClient:
         params = {k: v for k, v in given.items() if v is not None}
         return dict(self.call("GET", "runs", params={**params, "limit": limit}))
 
+    def latest_runs(self, *, project: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest ``limit`` runs (paging through the list as needed)."""
+        found: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while len(found) < limit:
+            size = min(limit - len(found), PAGE_MAX)
+            page = self.runs(project=project, cursor=cursor, limit=size)
+            found += page["runs"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        return found
+
     def run(self, run_id: str) -> dict[str, Any]:
         return dict(self.call("GET", f"runs/{run_id}"))
 
@@ -212,7 +241,7 @@ class InfraClient:
                         response.read()
                         raise_for(response, f"runs/{run_id}/stream")
                     for sse in parse_sse(response.iter_lines()):
-                        event = json.loads("\n".join(sse.data))
+                        event = _event_json(sse)
                         last = int(sse.id or event["seq"])
                         reconnects = 0
                         yield event
@@ -224,6 +253,16 @@ class InfraClient:
                 if reconnects > MAX_RECONNECTS:
                     raise ServiceError(0, "unreachable", f"{self.base_url}: {exc}") from exc
                 time.sleep(RECONNECT_DELAY)
+
+
+def _event_json(sse: SseEvent) -> dict[str, Any]:
+    try:
+        event = json.loads("\n".join(sse.data))
+    except ValueError as exc:
+        raise ServiceError(0, "bad_response", "an event of the stream is not JSON") from exc
+    if not isinstance(event, dict) or "kind" not in event or "seq" not in event:
+        raise ServiceError(0, "bad_response", "an event of the stream has no kind or seq")
+    return event
 
 
 def raise_for(response: httpx.Response, path: str) -> None:
@@ -245,4 +284,142 @@ def raise_for(response: httpx.Response, path: str) -> None:
         raise RunNotFound(message)
     if status == 409 and error == "locked":
         raise RunLocked(message)
+    if status == 503 and error == "unavailable":
+        raise RecordError(message)
     raise ServiceError(status, error, message)
+
+
+# --- the API's JSON as the objects a local run has ------------------------------------------
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+
+def _started(value: Any) -> datetime:
+    at = _time(value)
+    if at is None:
+        raise ServiceError(0, "bad_response", "a run or event without a time")
+    return at
+
+
+def _request(data: Mapping[str, Any]) -> Request:
+    return Request(
+        service=str(data.get("service", "")),
+        project=str(data.get("project", "")),
+        params=dict(data.get("params") or {}),
+        requester=data.get("requester"),
+        inventory=data.get("inventory"),
+    )
+
+
+def plan_from_api(body: Mapping[str, Any]) -> Plan:
+    """The plan of ``POST /requests/plan`` (``Plan.to_dict`` form), for tables and mermaid."""
+    steps = tuple(
+        PlannedStep(
+            id=str(s["id"]),
+            department=str(s.get("department", "")),
+            executor=str(s.get("executor", "")),
+            needs=tuple(s.get("needs", ())),
+            wave=int(s.get("wave", 0)),
+            params=dict(s.get("params") or {}),
+            targets=s.get("targets"),
+            description=str(s.get("description", "")),
+        )
+        for s in body.get("steps", ())
+    )
+    return Plan(_request(body.get("request") or {}), steps, tuple(body.get("left_out", ())))
+
+
+def plan_of_run(run: RunRecord) -> Plan:
+    """The plan a recorded run ran (its steps in order), for the result table and JUnit."""
+    steps = tuple(
+        PlannedStep(
+            id=str(s["id"]),
+            department=str(s.get("department", "")),
+            executor=str(s.get("executor", "")),
+            needs=tuple(s.get("needs", ())),
+            wave=0,
+            params={},
+            description=str(s.get("description", "")),
+        )
+        for s in run.plan
+    )
+    return Plan(_request(run.request), steps)
+
+
+def _step(body: Mapping[str, Any]) -> StepRecord:
+    return StepRecord(
+        step_id=str(body["step_id"]),
+        position=int(body.get("position", 0)),
+        department=str(body.get("department", "")),
+        executor=str(body.get("executor", "")),
+        needs=tuple(body.get("needs", ())),
+        status=str(body["status"]),
+        changed=bool(body.get("changed")),
+        reused=bool(body.get("reused")),
+        error=body.get("error"),
+        error_kind=body.get("error_kind"),
+        diff=str(body.get("diff") or ""),
+        outputs=dict(body.get("outputs") or {}),
+        targets=tuple(dict(t) for t in body.get("targets", ())),
+        artifacts=dict(body.get("artifacts") or {}),
+        started_at=_time(body.get("started_at")),
+        finished_at=_time(body.get("finished_at")),
+        duration=body.get("duration"),
+    )
+
+
+def run_from_api(body: Mapping[str, Any]) -> RunRecord:
+    """A run of ``GET /runs/{id}`` (with steps) or of a run list (without)."""
+    try:
+        return RunRecord(
+            id=str(body["id"]),
+            service=str(body["service"]),
+            project=str(body["project"]),
+            requester=body.get("requester"),
+            check=bool(body.get("check")),
+            parallel=int(body.get("parallel") or 0),
+            status=str(body["status"]),
+            resumed_from=body.get("resumed_from"),
+            pid=None,
+            host=None,
+            changed=bool(body.get("changed")),
+            started_at=_started(body.get("started_at")),
+            finished_at=_time(body.get("finished_at")),
+            request=dict(body.get("request") or {}),
+            plan=tuple(dict(p) for p in body.get("plan", ())),
+            steps=tuple(_step(s) for s in body.get("steps", ())),
+            error=body.get("error"),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ServiceError(0, "bad_response", f"not a run of this API: {exc}") from exc
+
+
+def result_from_api(run: RunRecord) -> RunResult:
+    """The :class:`RunResult` of a recorded run, step by step in plan order."""
+    steps = {s.step_id: recorded_result(s) for s in run.steps}
+    return RunResult(run_id=run.id, project=run.project, check=run.check, steps=steps)
+
+
+def event_from_api(body: Mapping[str, Any]) -> Event:
+    """An event of the stream or of ``GET /runs/{id}/events``, for the progress views."""
+    return Event(
+        run_id=str(body.get("run_id", "")),
+        kind=str(body["kind"]),
+        step_id=body.get("step_id"),
+        data=dict(body.get("data") or {}),
+        at=_started(body.get("at")),
+    )
+
+
+def event_record_from_api(body: Mapping[str, Any]) -> EventRecord:
+    event = event_from_api(body)
+    return EventRecord(
+        seq=int(body["seq"]),
+        run_id=event.run_id,
+        step_id=event.step_id,
+        kind=event.kind,
+        at=event.at,
+        data=event.data,
+    )

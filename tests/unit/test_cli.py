@@ -29,8 +29,8 @@ PLUGINS = Path(__file__).parent / "data" / "plugins"
 
 @pytest.fixture
 def cli(root: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.delenv("INFRA_PLUGINS", raising=False)
-    monkeypatch.delenv("INFRA_DATABASE_URL", raising=False)
+    for name in ("INFRA_PLUGINS", "INFRA_DATABASE_URL", "INFRA_SERVER", "INFRA_TOKEN"):
+        monkeypatch.delenv(name, raising=False)  # local mode: no server from the environment
     write_service(
         root,
         "chain",
@@ -294,3 +294,16 @@ def test_service_outputs_are_printed_and_none_where_a_step_failed(
     assert "got: hi" in text.stdout
     bad = run(cli, root, "apply", str(root / "requests/broken.yml"), "--no-docs", "-o", "json")
     assert json.loads(bad.stdout)["outputs"] == {"word": "shop", "got": None}  # b was skipped
+
+
+def test_commands_the_server_does_not_serve_stay_local_with_a_server(
+    cli: CliRunner, root: Path
+) -> None:
+    """catalog, docs, lab... run locally even when INFRA_SERVER names a server (here one that
+    does not exist: any call to it would fail)."""
+    env = {"INFRA_SERVER": "http://127.0.0.1:9", "INFRA_TOKEN": "t" * 40}
+    res = run(cli, root, "catalog", "list", "-o", "json", env=env)
+    assert res.exit_code == 0, res.output
+    assert {s["name"] for s in json.loads(res.stdout)} == {"chain", "broken", "loop"}
+    res = run(cli, root, "runs", "list", env=env)
+    assert res.exit_code == 2 and "cannot reach the infra server" in res.stderr
