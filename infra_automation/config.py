@@ -12,10 +12,18 @@ Read, later sources winning, from defaults, ``<root>/infra.toml`` and the enviro
     plugins = ["my_company.executors"]         # modules imported at start (they register executors)
     lease_ttl = 30          # seconds a dead run keeps its project and device locks (1-30)
     database_timeout = 30   # seconds a database write waits for a lock before the run fails
+    broker_url = "redis://127.0.0.1:6379/0"   # Celery broker: runs go to `infra worker`s
+    scheduler_queue = "runs"   # the queue of "schedule this run" (workers serving it schedule)
+
+    [queues]                   # department -> Celery queue (default: the department's name)
+    os = "ansible"
 
 Environment: ``INFRA_ROOT`` (the project root, default: the current directory),
-``INFRA_DATABASE_URL``, ``INFRA_LEASE_TTL``, ``INFRA_DATABASE_TIMEOUT`` and ``INFRA_PLUGINS``
-(comma-separated module names, added to ``plugins``). Relative paths are relative to the root.
+``INFRA_DATABASE_URL``, ``INFRA_BROKER_URL``, ``INFRA_LEASE_TTL``, ``INFRA_DATABASE_TIMEOUT``
+and ``INFRA_PLUGINS`` (comma-separated module names, added to ``plugins``). Relative paths are
+relative to the root.
+No broker URL: runs execute in the process that starts them (threads); with one, ``infra
+apply`` submits them to the workers (:mod:`infra_automation.workers`).
 """
 
 from __future__ import annotations
@@ -24,8 +32,9 @@ import importlib
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -50,6 +59,16 @@ class Settings:
     plugins: tuple[str, ...] = ()
     lease_ttl: float = 30.0
     database_timeout: float = 30.0
+    broker_url: str | None = None
+    queues: Mapping[str, str] = field(default_factory=dict)
+    scheduler_queue: str = "runs"
+
+    def queue_of(self, department: str) -> str:
+        """The Celery queue that carries the steps of ``department``."""
+        return self.queues.get(department, department)
+
+
+QUEUE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 
 class _FileSettings(BaseModel):
@@ -64,6 +83,9 @@ class _FileSettings(BaseModel):
     plugins: list[str] = Field(default_factory=list)
     lease_ttl: float = Field(default=30.0, gt=0, le=30)
     database_timeout: float = Field(default=30.0, gt=0, le=3600)
+    broker_url: str | None = None
+    scheduler_queue: str = Field(default="runs", pattern=QUEUE_NAME)
+    queues: dict[str, Annotated[str, Field(pattern=QUEUE_NAME)]] = Field(default_factory=dict)
 
 
 def load_settings(root: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -86,6 +108,9 @@ def load_settings(root: str | Path | None = None, env: Mapping[str, str] | None 
         plugins=tuple(dict.fromkeys([*spec.plugins, *extra_plugins])),
         lease_ttl=spec.lease_ttl,
         database_timeout=spec.database_timeout,
+        broker_url=env.get("INFRA_BROKER_URL") or spec.broker_url or None,
+        queues=dict(spec.queues),
+        scheduler_queue=spec.scheduler_queue,
     )
 
 

@@ -20,6 +20,12 @@ cannot be written (database locked past ``database_timeout``, disk full) the run
 starting steps and ends ``failed``, the error named on the step and on the run; the final
 state is written by :meth:`RunRecorder.salvage` in a fresh connection. If even that fails the
 run is left ``running`` in the record, and reads ``interrupted`` once its lease expires.
+
+With workers (:mod:`infra_automation.workers`): :meth:`Engine.submit` records a run as
+``queued`` (nothing runs), a worker's scheduler takes it with :meth:`Engine.run_submitted`
+(the same run as above, holding the project lease, its steps handed to a
+:class:`StepDispatcher`) and each step runs on a worker of its department's queue through
+:meth:`Engine.run_step`.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import Engine as SqlEngine
 
@@ -41,18 +47,28 @@ from infra_automation import pinning
 from infra_automation.catalog import Catalog, load_catalog
 from infra_automation.config import Settings
 from infra_automation.events import Event, Observer, utcnow
-from infra_automation.exceptions import ConfigurationError, RecordError
+from infra_automation.exceptions import ConfigurationError, RecordError, RunLocked
 from infra_automation.executors.base import RunResources
 from infra_automation.executors.registry import REGISTRY, ExecutorRegistry
 from infra_automation.inventory import Inventory, load_inventory
+from infra_automation.leases import holder_of
 from infra_automation.planner import Plan, build_plan
-from infra_automation.record import IMMEDIATE, RunRecorder, RunStore, open_database
+from infra_automation.record import (
+    IMMEDIATE,
+    QUEUED,
+    RunRecord,
+    RunRecorder,
+    RunStore,
+    open_database,
+    recorded_result,
+)
 from infra_automation.request import Request, load_request, validate_request
 from infra_automation.results import RunResult, StepResult
 from infra_automation.scheduler import (
     ProjectLock,
     RunEnvironment,
     Scheduler,
+    StepRunner,
     finished_payload,
 )
 from infra_automation.secrets import redact
@@ -136,13 +152,40 @@ class EventBus:
                     with suppress(Exception):
                         obs.on_event(error)
 
+    def replay(self, event: Event) -> None:
+        """Show observers an event already in the record (a worker wrote it)."""
+        with self._lock:
+            for obs in tuple(self.local):
+                self._deliver(type(obs).__name__, obs, event)
+        if event.kind not in DIAGNOSTIC_KINDS:
+            for named in tuple(self.observers):
+                self._deliver(named.name, named.observer, event)
+
     def _detach(self, observer: Observer) -> None:
         self.local = [o for o in self.local if o is not observer]
         self.observers = [n for n in self.observers if n.observer is not observer]
 
 
+class StepDispatcher(Protocol):
+    """Where the steps of a run go: :meth:`runner` gives the scheduler of that run a function
+    that runs one step elsewhere and returns its recorded result (the workers' queues)."""
+
+    def runner(self, plan: Plan, env: RunEnvironment, bus: EventBus) -> StepRunner: ...
+
+
+@dataclass(frozen=True)
+class Submission:
+    """How a queued run is to be run (from its ``run.queued`` event)."""
+
+    run: RunRecord
+    changed: Literal["rerun", "refuse"] = "rerun"
+    docs: bool = True
+
+
 class Engine:
-    """Plans and runs requests of one project root."""
+    """Plans and runs requests of one project root.
+
+    ``dispatcher``: where steps run (default: here, in threads)."""
 
     def __init__(
         self,
@@ -151,13 +194,17 @@ class Engine:
         registry: ExecutorRegistry | None = None,
         observers: Iterable[Observer] = (),
         load_observers: bool = True,
+        dispatcher: StepDispatcher | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry if registry is not None else REGISTRY
         self.observers = list(observers)
         self.load_observers = load_observers
+        self.dispatcher = dispatcher
         self._db: SqlEngine | None = None
         self._catalog: Catalog | None = None
+        self._plans: dict[str, tuple[Plan, bool]] = {}  # run id -> plan, check (workers)
+        self._plans_lock = threading.Lock()
 
     # --- reading --------------------------------------------------------------------------
 
@@ -247,6 +294,156 @@ class Engine:
             changes=reuse.changed,
         )
 
+    # --- workers (infra_automation.workers) -----------------------------------------------
+
+    def submit(
+        self,
+        plan: Plan,
+        *,
+        check: bool = False,
+        parallel: int | None = None,
+        docs: bool = True,
+    ) -> str:
+        """Record ``plan`` as a ``queued`` run for the workers' schedulers; its id.
+
+        Refused (RunLocked) while the project has an active run, as :meth:`run` is."""
+        return self._submit(plan, check=check, parallel=parallel, docs=docs)
+
+    def submit_resume(
+        self,
+        run_id: str,
+        *,
+        parallel: int | None = None,
+        plan: Plan | None = None,
+        changed: Literal["rerun", "refuse"] = "rerun",
+        docs: bool = True,
+    ) -> str:
+        """Queue a resume of ``run_id`` (see :meth:`resume`); ``refuse`` is checked now."""
+        old = self.store.get_run(run_id)
+        plan = plan or self.resume_plan(run_id)
+        if changed == "refuse":
+            pinning.reusable_results(old, plan).refuse_changed(run_id)
+        return self._submit(
+            plan, check=old.check, parallel=parallel, docs=docs, resumed=old.id, changed=changed
+        )
+
+    def _submit(
+        self,
+        plan: Plan,
+        *,
+        check: bool,
+        parallel: int | None,
+        docs: bool,
+        resumed: str | None = None,
+        changed: str = "rerun",
+    ) -> str:
+        self.inventory(plan.request)  # a bad inventory is refused now, not on a worker
+        holder = holder_of(self.db, f"project:{plan.project}")
+        if holder is not None:
+            raise RunLocked(
+                f"project {plan.project!r} has an active run ({holder.describe()}); "
+                "wait for it to finish, or for its lease to expire if its process died"
+            )
+        run_id = new_run_id()
+        data = {
+            "service": plan.service,
+            "project": plan.project,
+            "requester": plan.request.requester,
+            "check": check,
+            "parallel": parallel or self.settings.parallel,
+            "resumed_from": resumed,
+            "request": plan.request.to_dict(),
+            "plan": plan.summary(),
+            "changed": changed,
+            "docs": docs,
+        }
+        recorder = RunRecorder(self.db)
+        try:
+            EventBus(recorder=recorder).emit(Event(run_id, "run.queued", data=data))
+        finally:
+            recorder.close()
+        return run_id
+
+    def submission(self, run_id: str) -> Submission:
+        """The queued run ``run_id`` and how it was submitted."""
+        run = self.store.get_run(run_id)
+        queued = self.store.events(run_id, kind="run.queued")
+        data = queued[0].data if queued else {}
+        changed: Literal["rerun", "refuse"] = (
+            "refuse" if data.get("changed") == "refuse" else "rerun"
+        )
+        return Submission(run=run, changed=changed, docs=bool(data.get("docs", True)))
+
+    def run_submitted(self, run_id: str) -> RunResult:
+        """Run the queued run ``run_id`` here (its steps go to :attr:`dispatcher`).
+
+        RunLocked if its project is busy or another scheduler took it first."""
+        sub = self.submission(run_id)
+        if sub.run.status != QUEUED:
+            raise RunLocked(f"run {run_id} is {sub.run.status}, not queued")
+        plan = self.plan(self.validate(sub.run.request, source=f"run {run_id}"))
+        if sub.run.resumed_from is None:
+            return self._run(plan, check=sub.run.check, parallel=sub.run.parallel, submitted=run_id)
+        old = self.store.get_run(sub.run.resumed_from)
+        reuse = pinning.reusable_results(old, plan)
+        return self._run(
+            plan,
+            check=sub.run.check,
+            parallel=sub.run.parallel,
+            reused=reuse.results,
+            resumed=old.id,
+            changes=reuse.changed,
+            submitted=run_id,
+        )
+
+    def run_step(
+        self,
+        run_id: str,
+        step_id: str,
+        where: Mapping[str, Any] | None = None,
+        *,
+        only_if: Iterable[str] = ("pending",),
+    ) -> StepResult | None:
+        """Run step ``step_id`` of the recorded run ``run_id`` here (a worker), with the
+        outputs its dependencies recorded; its events go to the record. None (nothing
+        runs) when the step's recorded status is not one of ``only_if``."""
+        rows = self.store.steps_of(run_id)
+        if not any(s.step_id == step_id and s.status in set(only_if) for s in rows):
+            return None
+        plan, check = self._plan_of(run_id)
+        done = {s.step_id: recorded_result(s) for s in rows if s.status == "success"}
+        recorder = RunRecorder(self.db)
+        resources = RunResources()
+        try:
+            env = RunEnvironment(
+                run_id=run_id,
+                inventory=(inventory := self.inventory(plan.request)),
+                root=self.settings.root,
+                resources=resources,
+                secrets=inventory.secrets,
+                db=self.db,
+                check=check,
+            )
+            bus = self._bus(recorder)
+            scheduler = Scheduler(plan, env, self.registry, bus.emit, reused=done)
+            return scheduler.execute_step(plan.step(step_id), where)
+        finally:
+            resources.close()
+            recorder.close()
+
+    def _plan_of(self, run_id: str) -> tuple[Plan, bool]:
+        """The plan of a recorded run and its check mode (read once per run)."""
+        with self._plans_lock:
+            known = self._plans.get(run_id)
+        if known is None:
+            run = self.store.get_run(run_id)
+            known = (self.plan(self.validate(run.request, source=f"run {run_id}")), run.check)
+            with self._plans_lock:
+                if len(self._plans) > 256:
+                    self._plans.clear()
+                self._plans[run_id] = known
+        return known
+
     def close(self) -> None:
         if self._db is not None:
             self._db.dispose()
@@ -261,12 +458,15 @@ class Engine:
         reused: Mapping[str, StepResult] | None = None,
         resumed: str | None = None,
         changes: Sequence[pinning.Change] = (),
+        submitted: str | None = None,
     ) -> RunResult:
         inventory = self.inventory(plan.request)
-        run_id = new_run_id()
+        run_id = submitted or new_run_id()
         workers = parallel or self.settings.parallel
         ttl = self.settings.lease_ttl
         with ProjectLock(self.db, plan.project, run_id, ttl=ttl):
+            if submitted and self.store.get_run(run_id).status != QUEUED:
+                raise RunLocked(f"run {run_id} was already started by another scheduler")
             recorder = RunRecorder(self.db)
             try:
                 bus = self._bus(recorder)
@@ -337,6 +537,7 @@ class Engine:
                 bus.emit,
                 parallel=started_event.data["parallel"],
                 reused=reused,
+                run_step=self.dispatcher.runner(plan, env, bus) if self.dispatcher else None,
             )
             results = scheduler.run()
         finally:

@@ -41,13 +41,17 @@ from sqlalchemy.engine import Connection, Dialect
 
 from infra_automation.events import Event, utcnow
 from infra_automation.exceptions import ConfigurationError, RecordError, RunNotFound
+from infra_automation.results import ErrorKind, Status, StepResult, TargetResult
 
 INTERRUPTED = "interrupted"
 RUNNING = "running"
+QUEUED = "queued"  # submitted to the workers, not started yet (infra_automation.workers)
 DEFAULT_TIMEOUT = 30.0  # seconds a write waits for a lock (SQLite busy_timeout)
 FLUSH_INTERVAL = 0.1  # seconds an event may wait in the batch
 MAX_BATCH = 500
-IMMEDIATE = frozenset({"run.started", "run.finished", "step.started", "step.finished"})
+IMMEDIATE = frozenset(
+    {"run.queued", "run.started", "run.finished", "step.started", "step.finished"}
+)
 MIGRATIONS = "infra_automation:migrations"
 
 
@@ -148,6 +152,8 @@ steps = sa.Table(
     sa.Column("started_at", Timestamp),
     sa.Column("finished_at", Timestamp),
     sa.Column("duration", sa.Float),
+    sa.Column("worker", sa.String(255)),  # host:pid of the `infra worker` that ran it
+    sa.Column("queue", sa.String(100)),  # the Celery queue it came from
 )
 
 events = sa.Table(
@@ -207,7 +213,12 @@ def _prepared() -> dict[str, sa.Executable]:
         "event": events.insert(),
         "step.started": steps.update()
         .where(*where)
-        .values(status=sa.bindparam("status"), started_at=sa.bindparam("started_at")),
+        .values(
+            status=sa.bindparam("status"),
+            started_at=sa.bindparam("started_at"),
+            worker=sa.bindparam("worker"),
+            queue=sa.bindparam("queue"),
+        ),
         "step.finished": steps.update()
         .where(*where)
         .values({c: sa.bindparam(c) for c in FINISHED_COLUMNS}),
@@ -279,7 +290,12 @@ def _engine_args(url: sa.URL, timeout: float) -> dict[str, Any]:
         given = (given,) if isinstance(given, str) else given
         ours = f"-c lock_timeout={lock_ms} -c idle_in_transaction_session_timeout=600000"
         options = " ".join([*given, ours])
-        return {"json_serializer": _dumps, "connect_args": {"options": options}}
+        # A scheduler keeps one connection per run it schedules (its recorder): room for many.
+        return {
+            "json_serializer": _dumps,
+            "connect_args": {"options": options},
+            "max_overflow": 60,
+        }
     if backend != "sqlite":
         return {}
     if url.database and url.database != ":memory:":
@@ -531,10 +547,15 @@ def _write_batch(conn: Connection, batch: Sequence[Event]) -> None:
 def _apply(conn: Connection, ev: Event) -> None:
     """What an event changes in the runs and steps tables."""
     data = ev.data
-    if ev.kind == "run.started":
+    if ev.kind in ("run.started", "run.queued"):
         _run_started(conn, ev)
     elif ev.kind == "step.started" and ev.step_id:
-        values = {"status": RUNNING, "started_at": ev.at}
+        values = {
+            "status": RUNNING,
+            "started_at": ev.at,
+            "worker": data.get("worker"),
+            "queue": data.get("queue"),
+        }
         conn.execute(STATEMENTS[ev.kind], {"b_run": ev.run_id, "b_step": ev.step_id, **values})
     elif ev.kind == "step.finished" and ev.step_id:
         values = _finished_columns(data)
@@ -573,27 +594,32 @@ def _write_final(
 
 
 def _run_started(conn: Connection, ev: Event) -> None:
+    """``run.queued`` records a submitted run; ``run.started`` records a run that starts, or
+    starts the submitted one (the scheduler that took it is its pid and host)."""
     data = ev.data
     plan: Sequence[Mapping[str, Any]] = data.get("plan", [])
-    conn.execute(
-        runs.insert(),
-        {
-            "id": ev.run_id,
-            "service": data.get("service", ""),
-            "project": data.get("project", ""),
-            "requester": data.get("requester"),
-            "check_mode": bool(data.get("check", False)),
-            "parallel": int(data.get("parallel", 1)),
-            "status": RUNNING,
-            "resumed_from": data.get("resumed_from"),
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "changed": False,
-            "started_at": ev.at,
-            "request": dict(data.get("request", {})),
-            "plan": list(plan),
-        },
-    )
+    row = {
+        "id": ev.run_id,
+        "service": data.get("service", ""),
+        "project": data.get("project", ""),
+        "requester": data.get("requester"),
+        "check_mode": bool(data.get("check", False)),
+        "parallel": int(data.get("parallel", 1)),
+        "status": QUEUED if ev.kind == "run.queued" else RUNNING,
+        "resumed_from": data.get("resumed_from"),
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "changed": False,
+        "started_at": ev.at,
+        "request": dict(data.get("request", {})),
+        "plan": list(plan),
+    }
+    if ev.kind == "run.started":
+        started = runs.update().where(runs.c.id == ev.run_id, runs.c.status == QUEUED)
+        keep = ("status", "pid", "host", "started_at", "parallel")
+        if conn.execute(started.values({k: row[k] for k in keep})).rowcount:
+            return
+    conn.execute(runs.insert(), row)
     rows = [_step_row(ev.run_id, i, s) for i, s in enumerate(plan)]
     if rows:
         conn.execute(steps.insert(), rows)
@@ -658,6 +684,8 @@ class StepRecord:
     started_at: datetime | None
     finished_at: datetime | None
     duration: float | None
+    worker: str | None = None  # host:pid of the worker that ran it (None: in-process)
+    queue: str | None = None
 
 
 @dataclass(frozen=True)
@@ -672,7 +700,7 @@ class RunRecord:
     requester: str | None
     check: bool
     parallel: int
-    status: str  # running | success | failed | interrupted
+    status: str  # queued | running | success | failed | interrupted
     resumed_from: str | None
     pid: int | None
     host: str | None
@@ -729,10 +757,36 @@ class RunStore:
             records = tuple(_step(r._mapping) for r in step_rows)
             return _run(row._mapping, records, live_runs(conn))
 
-    def events(self, run_id: str, kind: str | None = None) -> list[EventRecord]:
+    def steps_of(self, run_id: str) -> tuple[StepRecord, ...]:
+        """The steps of ``run_id`` in plan order (one query: no run row, no liveness)."""
+        query = sa.select(steps).where(steps.c.run_id == run_id).order_by(steps.c.position)
+        with self._reading() as conn:
+            return tuple(_step(r._mapping) for r in conn.execute(query))
+
+    def get_step(self, run_id: str, step_id: str) -> StepRecord:
+        query = sa.select(steps).where(steps.c.run_id == run_id, steps.c.step_id == step_id)
+        with self._reading() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise RunNotFound(f"no step {step_id!r} of run {run_id!r} in the record")
+        return _step(row._mapping)
+
+    def events(
+        self,
+        run_id: str,
+        kind: str | None = None,
+        *,
+        step_id: str | None = None,
+        after: int = 0,
+    ) -> list[EventRecord]:
+        """The run's events in order (of one kind, of one step, after a seq)."""
         query = sa.select(events).where(events.c.run_id == run_id).order_by(events.c.seq)
         if kind is not None:
             query = query.where(events.c.kind == kind)
+        if step_id is not None:
+            query = query.where(events.c.step_id == step_id)
+        if after:
+            query = query.where(events.c.seq > after)
         with self._reading() as conn:
             return [_event(r._mapping) for r in conn.execute(query)]
 
@@ -800,6 +854,38 @@ def _step(row: sa.RowMapping) -> StepRecord:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         duration=row["duration"],
+        worker=row["worker"],
+        queue=row["queue"],
+    )
+
+
+def recorded_result(step: StepRecord) -> StepResult:
+    """The :class:`StepResult` a finished step recorded (``interrupted`` reads as failed)."""
+    status = Status(step.status) if step.status in Status.__members__.values() else Status.FAILED
+    return StepResult(
+        status=status,
+        changed=step.changed,
+        diff=step.diff,
+        outputs=dict(step.outputs),
+        error=step.error,
+        targets=tuple(_target_result(t) for t in step.targets),
+        artifacts=dict(step.artifacts),
+        started_at=step.started_at,
+        finished_at=step.finished_at,
+        error_kind=ErrorKind(step.error_kind) if step.error_kind else None,
+    )
+
+
+def _target_result(row: Mapping[str, Any]) -> TargetResult:
+    kind = row.get("error_kind")
+    return TargetResult(
+        target=str(row.get("target", "")),
+        status=Status(row.get("status", "success")),
+        changed=bool(row.get("changed", False)),
+        diff=str(row.get("diff") or ""),
+        error=row.get("error"),
+        details=dict(row.get("details") or {}),
+        error_kind=ErrorKind(kind) if kind else None,
     )
 
 

@@ -11,6 +11,10 @@
 - The run record failing (:class:`RecordError` from ``emit``) fails the step whose event could
   not be written, with the error; no further step starts, the ones waiting are ``skipped``
   with the error, and :attr:`Scheduler.record_error` tells the engine to salvage the record.
+- Where a step runs is the caller's choice (``run_step``): by default here, in a thread of the
+  pool (:meth:`Scheduler.execute_step`); the workers (:mod:`infra_automation.workers`) hand it
+  to the department's queue and wait for its result in the record, while a worker runs the
+  same :meth:`Scheduler.execute_step` on its side.
 - :class:`ProjectLock`: one active run per project, a database lease ``project:<name>``
   (:mod:`infra_automation.leases`): it holds across checkouts sharing the database, and a run
   whose process died loses it once it expires.
@@ -46,6 +50,7 @@ if TYPE_CHECKING:
     from infra_automation.secrets import Secrets
 
 Emit = Callable[[Event], None]
+StepRunner = Callable[[PlannedStep], StepResult]
 INVALID = ErrorKind.INVALID
 INTERNAL = ErrorKind.INTERNAL
 
@@ -75,6 +80,7 @@ class Scheduler:
         *,
         parallel: int = 4,
         reused: Mapping[str, StepResult] | None = None,
+        run_step: StepRunner | None = None,
     ) -> None:
         self.plan = plan
         self.env = env
@@ -90,6 +96,7 @@ class Scheduler:
         self._variables = base_variables(plan, self.outputs)
         self.record_error: str | None = None
         self._record_lock = threading.Lock()
+        self._run_step_at = run_step or self.execute_step
 
     def run(self) -> dict[str, StepResult]:
         """Run every step not already in ``results``; returns results in plan order."""
@@ -99,7 +106,7 @@ class Scheduler:
             while (ready and self.record_error is None) or running:
                 while ready and len(running) < self.parallel and self.record_error is None:
                     sid = ready.popleft()
-                    running[pool.submit(self._execute, self._steps[sid])] = sid
+                    running[pool.submit(self._run_step_at, self._steps[sid])] = sid
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     sid = running.pop(future)
@@ -174,9 +181,11 @@ class Scheduler:
 
     # --- one step (runs in a worker thread) -----------------------------------------------
 
-    def _execute(self, step: PlannedStep) -> StepResult:
+    def execute_step(self, step: PlannedStep, where: Mapping[str, Any] | None = None) -> StepResult:
+        """Run one step here and record it (``where``: e.g. worker and queue, in its
+        ``step.started`` event); never raises."""
         started = utcnow()
-        payload = {"department": step.department, "executor": step.executor}
+        payload = {"department": step.department, "executor": step.executor, **(where or {})}
         error = self._send(self._event("step.started", step.id, payload, at=started))
         if error is not None:  # not run: what it did could not be recorded
             result = StepResult.failure(f"not run: {error}", kind=INTERNAL)

@@ -37,6 +37,7 @@ from infra_automation.cli.db import app as db_app
 from infra_automation.cli.junit import check_report_path, write_junit
 from infra_automation.cli.server import serve_command, tokens_app, users_app
 from infra_automation.cli.verify import verify as verify_cmd
+from infra_automation.cli.worker import apply_work, resume_work, worker_cmd
 from infra_automation.config import Settings, load_plugins, load_settings
 from infra_automation.docs.cli import app as docs_app
 from infra_automation.engine import Engine
@@ -78,6 +79,7 @@ app.add_typer(changes_cli.app, name="changes")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 app.command("server")(serve_command)
+app.command("worker")(worker_cmd)
 app.command(
     "verify",
     help="Compare the live landscape with the record "
@@ -99,6 +101,9 @@ ParallelOpt = Annotated[
     int | None, typer.Option("--parallel", "-p", min=1, max=256, help="Steps at once (default 4)")
 ]
 JunitOpt = Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here")]
+DetachOpt = Annotated[
+    bool, typer.Option("--detach", help="With a broker: print the run id and return at once")
+]
 NoDocsOpt = Annotated[bool, typer.Option("--no-docs", help="Do not run observers (docs writer)")]
 
 
@@ -448,6 +453,7 @@ def apply_cmd(
     change: Annotated[
         str | None, typer.Option("--change", help="The approved change (id) this apply runs")
     ] = None,
+    detach: DetachOpt = False,
 ) -> None:
     """Plan and run a request, with a live view of the steps by department. Where a change
     policy governs the service, the request is a change: exit 3 while it waits for
@@ -459,6 +465,7 @@ def apply_cmd(
             change_type=change_type,
             allow_type_override=allow_override,
             change=change,
+            detach=detach,
         )
         data = _request_data(request)
         start = (lambda c: c.check(data)) if check else (lambda c: c.submit(data))
@@ -481,8 +488,10 @@ def apply_cmd(
             gated["change"] = change_id
         return plan
 
+    run = apply_work(check=check, parallel=parallel, detach=detach, docs=not no_docs, output=output)
+
     def work(engine: Engine, plan: Plan) -> RunResult:
-        result = engine.run(plan, check=check, parallel=parallel)
+        result = run(engine, plan)
         if "change" in gated:
             changes_cli.finish_change(engine, gated["change"], result)
         return result
@@ -505,17 +514,20 @@ def resume_cmd(
             "dependents), or 'refuse' and list them",
         ),
     ] = "rerun",
+    detach: DetachOpt = False,
 ) -> None:
     """Re-run the failed, skipped and never-started steps of a run; reuse the others."""
     if changed not in ("rerun", "refuse"):
         _fail(f"--changed must be 'rerun' or 'refuse', not {changed!r}")
     mode: Literal["rerun", "refuse"] = "refuse" if changed == "refuse" else "rerun"
     if STATE.server:
-        _unsupported(parallel=parallel, no_docs=no_docs, changed=mode == "refuse")
+        _unsupported(parallel=parallel, no_docs=no_docs, changed=mode == "refuse", detach=detach)
         _remote_execute(lambda client: client.resume(run_id), output, junit)
     _execute(
         lambda engine: engine.resume_plan(run_id),
-        lambda engine, plan: engine.resume(run_id, parallel=parallel, plan=plan, changed=mode),
+        resume_work(
+            run_id, parallel=parallel, changed=mode, detach=detach, docs=not no_docs, output=output
+        ),
         output,
         junit,
         no_docs,

@@ -55,6 +55,9 @@ class ExecutorInfo:
     # Content files a step uses (pinned in the run; a change re-runs the step on resume):
     # globs under the project root, "{param}" = a static param (see infra_automation.pinning).
     content: tuple[str, ...] = ()
+    # May run again after its worker died mid-step (read-only or idempotent): a worker that
+    # dies leaves such a step to another worker; any other waits for `infra resume`.
+    rerun_safe: bool = False
 
 
 @runtime_checkable

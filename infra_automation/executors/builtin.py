@@ -42,6 +42,7 @@ class NoopExecutor:
         description="Does nothing; outputs the 'echo' mapping.",
         params=EchoParams,
         outputs=EchoOutputs,
+        rerun_safe=True,
     )
 
     def preview(self, ctx: StepContext) -> StepResult:
@@ -59,6 +60,7 @@ class SleepExecutor:
         description="Sleeps 'seconds' (not in check mode); outputs the 'echo' mapping.",
         params=SleepParams,
         outputs=EchoOutputs,
+        rerun_safe=True,
     )
 
     def preview(self, ctx: StepContext) -> StepResult:
@@ -76,6 +78,7 @@ class FailExecutor:
         department="core",
         description="Always fails with 'message' (for tests and drills).",
         params=FailParams,
+        rerun_safe=True,
     )
 
     def preview(self, ctx: StepContext) -> StepResult:

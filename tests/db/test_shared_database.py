@@ -208,10 +208,10 @@ def test_infra_db_upgrade_then_current(tmp_path: Path, kind: str) -> None:
             assert "infra-test-pw" not in out + err
             return " ".join(out.split())
 
-        assert "revision none (newest 0002, behind: run `infra db upgrade`)" in shown("current")
-        assert "upgraded from none to 0002" in shown("upgrade")
-        assert "revision 0002 (newest 0002, up to date)" in shown("current")
-        assert "at revision 0002, nothing to do" in shown("upgrade")
+        assert "revision none (newest 0003, behind: run `infra db upgrade`)" in shown("current")
+        assert "upgraded from none to 0003" in shown("upgrade")
+        assert "revision 0003 (newest 0003, up to date)" in shown("current")
+        assert "at revision 0003, nothing to do" in shown("upgrade")
         apply = infra(root, url, "apply", "requests/slow.yml", "--no-docs")
         assert apply.wait(timeout=60) == 0
 
