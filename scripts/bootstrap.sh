@@ -10,6 +10,7 @@ APT_PACKAGES=(
   frr openssh-server iproute2                   # FRRouting routers in namespaces, sshd per router
   podman runc debootstrap openssh-client        # Debian hosts as rootful podman containers
   postgresql redis-server                       # the service's shared state and broker (tests)
+  chromium                                      # the portal's and the docs site's browser tests
   git make ca-certificates
 )
 
@@ -40,6 +41,9 @@ stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [[ ! -e "$stamp" ]]; then
   echo "==> pip install -e '.[dev]'"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -e '.[dev]'
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 "$VENV/bin/pip" install -q -e '.[dev]'
   rm -f "$VENV"/.installed-* && touch "$stamp"
 fi
+# The portal's vendored front-end assets (htmx): committed, pinned; verified here, fetched from
+# the npm registry only if missing.
+scripts/vendor-assets.sh

@@ -8,7 +8,9 @@
 Every route under ``/api/v1`` has a rule in :data:`~infra_automation.server.policy.RULES`
 and, unless the rule is public, depends on the guard that applies it: :func:`create_app`
 raises :class:`ConfigurationError` otherwise. Runs go to the server's own worker threads
-(:class:`~infra_automation.server.runner.RunPool`).
+(:class:`~infra_automation.server.runner.RunPool`). The portal
+(:mod:`infra_automation.portal`) is served by the same app, its pages under ``/`` with
+rules in :data:`~infra_automation.server.policy.PORTAL_RULES`, its assets under ``/static``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 
 from infra_automation.config import Settings, load_plugins
 from infra_automation.engine import Engine
@@ -57,8 +60,10 @@ def create_app(
     workers: int = 4,
     secure_cookies: bool = False,
     load_observers: bool = True,
+    portal: bool = True,
 ) -> FastAPI:
-    """The API of one project root (or of an engine built by the caller)."""
+    """The API of one project root (or of an engine built by the caller), and the portal's
+    pages (``portal``)."""
     engine = settings if isinstance(settings, Engine) else _engine(settings, load_observers)
     create_identity_tables(engine.db)
     state = ServerState(
@@ -88,10 +93,21 @@ def create_app(
     app.state.infra = state
     errors.install(app)
     routers = [m.router for m in (routes_session, routes_catalog, routes_runs, routes_projects)]
+    if portal:
+        routers.append(install_portal(app))
     for router in routers:
         app.include_router(router)
     check_rules(app, routers)
     return app
+
+
+def install_portal(app: FastAPI) -> APIRouter:
+    """The portal's static files and HTML errors; its router (included by the caller)."""
+    from infra_automation.portal import pages, routes
+
+    app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
+    app.state.html_errors = pages.error_page
+    return routes.router
 
 
 def _engine(settings: Settings, load_observers: bool) -> Engine:

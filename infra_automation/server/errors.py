@@ -1,18 +1,20 @@
 """Our exception tree and FastAPI's own errors as JSON bodies ``{"error", "message",
-"fields"}``: 422 names every bad field, 401/403 say what is missing or refused."""
+"fields"}``: 422 names every bad field, 401/403 say what is missing or refused. Outside
+``/api/v1`` (the portal's pages) the same errors go to ``app.state.html_errors``."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError as BodyValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from infra_automation.exceptions import (
+    ChangeError,
     ConfigurationError,
     InfraError,
     PlanningError,
@@ -22,6 +24,7 @@ from infra_automation.exceptions import (
     RunLocked,
     RunNotFound,
 )
+from infra_automation.server.policy import API
 from infra_automation.server.responses import RedactedJSON
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,7 @@ STATUS: Sequence[tuple[type[InfraError], int, str]] = (
     (PlanningError, 422, "invalid"),
     (ConfigurationError, 422, "invalid"),
     (RunNotFound, 404, "not_found"),
+    (ChangeError, 404, "not_found"),  # unknown change id or ambiguous prefix
     (RunLocked, 409, "locked"),
     (ResumeRefused, 409, "conflict"),
     (RecordError, 503, "unavailable"),
@@ -40,7 +44,20 @@ def body(error: str, message: str, fields: Sequence[dict[str, str]] = ()) -> dic
     return {"error": error, "message": message, "fields": list(fields)}
 
 
-def infra_error(_request: Request, exc: Exception) -> JSONResponse:
+HtmlErrors = Callable[[Request, int, dict[str, Any], Mapping[str, str] | None], Response]
+
+
+def _respond(
+    request: Request, status: int, content: dict[str, Any], headers: Mapping[str, str] | None = None
+) -> Response:
+    """JSON under the API; the page of the portal's :data:`HtmlErrors` (if any) elsewhere."""
+    html: HtmlErrors | None = getattr(request.app.state, "html_errors", None)
+    if html is not None and not request.url.path.startswith(API + "/"):
+        return html(request, status, content, headers)
+    return RedactedJSON(content, status_code=status, headers=headers)
+
+
+def infra_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InfraError)
     status, error = next(((s, e) for t, s, e in STATUS if isinstance(exc, t)), (500, "internal"))
     fields: list[dict[str, str]] = []
@@ -48,10 +65,10 @@ def infra_error(_request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, RequestValidationError):
         fields = [{"field": e.field, "message": e.message} for e in exc.errors]
         message = f"invalid request: {'; '.join(str(e) for e in exc.errors)}"
-    return RedactedJSON(body(error, message, fields), status_code=status)
+    return _respond(request, status, body(error, message, fields))
 
 
-def http_error(_request: Request, exc: Exception) -> JSONResponse:
+def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     detail = exc.detail
     content = (
@@ -59,10 +76,10 @@ def http_error(_request: Request, exc: Exception) -> JSONResponse:
         if isinstance(detail, dict)
         else body(_error_name(exc.status_code), str(detail))
     )
-    return RedactedJSON(content, status_code=exc.status_code, headers=exc.headers)
+    return _respond(request, exc.status_code, content, exc.headers)
 
 
-def body_error(_request: Request, exc: Exception) -> JSONResponse:
+def body_error(request: Request, exc: Exception) -> Response:
     """FastAPI's validation of the body, path and query, with our field names."""
     assert isinstance(exc, BodyValidationError)
     fields = [
@@ -70,7 +87,7 @@ def body_error(_request: Request, exc: Exception) -> JSONResponse:
         for e in exc.errors()
     ]
     message = "invalid request: " + "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-    return RedactedJSON(body("invalid", message, fields), status_code=422)
+    return _respond(request, 422, body("invalid", message, fields))
 
 
 def _location(loc: Sequence[Any]) -> str:

@@ -1,6 +1,7 @@
 """Who may call what: the one table of the API's rules (role x endpoint).
 
-Every route of the API has exactly one entry in :data:`RULES`, keyed by its method and path
+Every route of the API has exactly one entry in :data:`RULES` (every page of the portal one
+in :data:`PORTAL_RULES`), keyed by its method and path
 template; :func:`infra_automation.server.app.create_app` refuses to start when a route has
 none. A rule maps each role that is allowed to a :class:`Scope`; a role that is missing is
 refused (403). The README table (:func:`markdown_table`) and the tests are generated from it.
@@ -68,16 +69,42 @@ RULES: Mapping[tuple[str, str], Rule] = {
 }
 
 
+# The portal's pages (infra_automation.portal): the same roles and scopes as the API calls
+# they stand for; posts are also CSRF-checked.
+APPROVERS = {P: ALL}
+PORTAL_RULES: Mapping[tuple[str, str], Rule] = {
+    ("GET", "/login"): Rule("the login page", public=True),
+    ("POST", "/login"): Rule("password login (portal)", public=True),
+    ("POST", "/logout"): Rule("end the session (portal)", EVERYONE),
+    ("GET", "/"): Rule("the catalog page", EVERYONE),
+    ("GET", "/services/{name}"): Rule("a service's request form", EVERYONE),
+    ("POST", "/services/{name}/preview"): Rule("preview a request (dry run)", REQUESTERS),
+    ("POST", "/services/{name}/submit"): Rule("submit a request", REQUESTERS),
+    ("GET", "/runs"): Rule("the run history", READERS),
+    ("GET", "/runs/{run_id}"): Rule("a run's page", READERS),
+    ("GET", "/runs/{run_id}/live"): Rule("a run's live panel (SSE)", READERS),
+    ("POST", "/runs/{run_id}/resume"): Rule("resume a run (portal)", {E: ALL}),
+    ("GET", "/projects"): Rule("the projects page", READERS),
+    ("GET", "/projects/{project}"): Rule("a project's page", READERS),
+    ("GET", "/approvals"): Rule("the changes waiting for approval", APPROVERS),
+    ("GET", "/changes/{change_id}"): Rule("a change's page", READERS),
+    ("POST", "/changes/{change_id}/approve"): Rule("approve a change", APPROVERS),
+    ("POST", "/changes/{change_id}/reject"): Rule("reject a change", APPROVERS),
+}
+
+
 def rule_for(method: str, path: str) -> Rule | None:
-    return RULES.get((method.upper(), path))
+    key = (method.upper(), path)
+    return RULES.get(key) or PORTAL_RULES.get(key)
 
 
-def markdown_table() -> str:
-    """The role x endpoint table of the README (generated from :data:`RULES`)."""
+def markdown_table(rules: Mapping[tuple[str, str], Rule] = RULES) -> str:
+    """The role x endpoint table of the README (generated from :data:`RULES`, or from
+    :data:`PORTAL_RULES` for the portal's pages)."""
     roles = list(Role)
     head = "| endpoint | " + " | ".join(r.value for r in roles) + " |"
     rows = [head, "|" + "---|" * (len(roles) + 1)]
-    for (method, path), rule in RULES.items():
+    for (method, path), rule in rules.items():
         cells = ["public" if rule.public else _cell(rule.scope(r)) for r in roles]
         rows.append(f"| `{method} {path}` | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"

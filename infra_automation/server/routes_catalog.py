@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from infra_automation.catalog import Service
 from infra_automation.planner import Plan
-from infra_automation.request import Request, params_model
+from infra_automation.request import Request
 from infra_automation.results import RunResult
 from infra_automation.server.auth import Principal, problem
 from infra_automation.server.policy import API
@@ -20,6 +20,7 @@ from infra_automation.server.schemas import (
     ServiceStep,
     ServiceSummary,
     Validated,
+    params_schema,
 )
 from infra_automation.server.state import Caller, ServerState, StateDep
 
@@ -50,7 +51,7 @@ def show_service(name: str, caller: Caller, state: StateDep) -> ServiceOut:
     ]
     return ServiceOut(
         **_summary(service).model_dump(),
-        params_schema=params_model(service).model_json_schema(),
+        params_schema=params_schema(service),
         steps=steps,
         outputs=sorted(service.outputs),
     )

@@ -38,7 +38,8 @@ def token_out(info: TokenInfo) -> TokenOut:
 
 @router.post("/login", response_model=UserOut)
 def login(body: Login, request: Request, response: Response, state: StateDep) -> UserOut:
-    """Password login: sets an httponly, SameSite=Strict session cookie."""
+    """Password login: sets an httponly, SameSite=Strict session cookie (for the API and
+    the portal, so its path is ``/``)."""
     client = request.client.host if request.client else "unknown"
     wait = state.limiter.retry_after(body.name, client)
     if wait > 0:
@@ -58,7 +59,7 @@ def login(body: Login, request: Request, response: Response, state: StateDep) ->
         max_age=int((session.info.expires_at - session.info.created_at).total_seconds())
         if session.info.expires_at
         else None,
-        path=API,
+        path="/",
     )
     return user_out(user)
 
@@ -68,7 +69,7 @@ def logout(request: Request, response: Response, caller: Caller, state: StateDep
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         state.identity.end_session(cookie)
-    response.delete_cookie(SESSION_COOKIE, path=API)
+    response.delete_cookie(SESSION_COOKIE, path="/")
 
 
 @router.get("/me", response_model=UserOut)

@@ -7,7 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from infra_automation.catalog import Service
 from infra_automation.identity import Role
+from infra_automation.request import params_model
 
 
 class _In(BaseModel):
@@ -172,3 +174,19 @@ class TokenCreated(BaseModel):
 
     info: TokenOut
     value: str
+
+
+def params_schema(service: Service) -> dict[str, Any]:
+    """The JSON Schema of a service's params, with the ``enum`` and ``pattern`` of each
+    parameter definition (the pydantic model checks them in validators the generated schema
+    does not show)."""
+    schema = params_model(service).model_json_schema()
+    for name, spec in service.params.items():
+        prop = schema.get("properties", {}).get(name)
+        if prop is None:
+            continue
+        if spec.enum is not None:
+            prop.setdefault("enum", list(spec.enum))
+        if spec.pattern is not None and spec.type == "string":
+            prop.setdefault("pattern", spec.pattern)
+    return schema

@@ -42,9 +42,10 @@ class Requests:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    if not CHROMIUM.is_file():
-        pytest.skip("apt-get install -y chromium")
+    # Never skipped: the dev extra installs playwright, scripts/bootstrap.sh Debian's chromium.
+    from playwright import sync_api
+
+    assert CHROMIUM.is_file(), f"no {CHROMIUM}: apt-get install -y chromium"
     with sync_api.sync_playwright() as pw:
         launched = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         yield launched

@@ -21,6 +21,7 @@ import yaml
 from infra_automation.config import load_settings
 from infra_automation.engine import Engine
 from infra_automation.identity import IdentityStore, Role
+from infra_automation.record import live_runs
 from infra_automation.server import create_app
 from infra_automation.server.state import ServerState
 
@@ -95,10 +96,16 @@ class LiveServer:
         with self.client(Role.ENGINEER) as http:
             while True:
                 run: dict[str, Any] = http.get(f"/api/v1/runs/{run_id}").json()
-                if run["status"] != "running":
+                if run["status"] != "running" and not self._holds_lease(run_id):
                     return run
                 assert time.monotonic() < deadline, f"run {run_id} still running"
                 time.sleep(0.05)
+
+    def _holds_lease(self, run_id: str) -> bool:
+        """The run's process still holds its leases (the project lock) for a moment after
+        the record says it finished: the next run of the project must wait for that."""
+        with self.state.engine.db.connect() as conn:
+            return run_id in live_runs(conn)
 
 
 def _free_socket() -> socket.socket:

@@ -25,9 +25,14 @@ def readme_commands() -> list[str]:
     return commands
 
 
+GLOBAL_OPTIONS = ("--server", "--token-file", "--root")
+
+
 def split(command: str) -> tuple[list[str], list[str]]:
     """(subcommand path, options) of one README command line."""
     words = command.replace("[", " ").replace("]", " ").split()[1:]
+    while words and words[0] in GLOBAL_OPTIONS:  # `infra --server URL apply ...`
+        words = words[2:]
     path: list[str] = []
     for word in words:
         if not re.fullmatch(r"[a-z]+", word) or word in ("json", "text", "mermaid"):
@@ -75,3 +80,14 @@ def test_the_roles_table_is_the_servers_own() -> None:
         "regenerate it: python -c 'from infra_automation.server.policy import markdown_table "
         "as t; print(t())'"
     )
+
+
+def test_the_portal_roles_table_is_the_servers_own() -> None:
+    from infra_automation.server.policy import PORTAL_RULES, markdown_table
+
+    shown = README.split(
+        "<!-- portal roles: generated from infra_automation/server/policy.py -->\n"
+    )
+    assert len(shown) == 2, "the README lost its portal roles table"
+    table = shown[1].split("<!-- end portal roles -->", 1)[0]
+    assert table.strip() == markdown_table(PORTAL_RULES).strip()
