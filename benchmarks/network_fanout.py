@@ -3,7 +3,9 @@
     sudo /work/venv/bin/python benchmarks/network_fanout.py [--routers 50] [--rounds 3]
 
 Uses its own lab instance (``bench``, routers only) so the shared lab is untouched; it is
-brought up first (reused if it runs) and left running unless ``--down`` is given.
+brought up first (reused if it runs). A lab this benchmark started is taken down at the end,
+whatever happens (``--keep`` leaves it running); one that ran before is left as it was
+(``--down`` takes it down anyway).
 
 Each round, alternating which side goes first, and from cold (new connections):
 
@@ -137,10 +139,21 @@ def main() -> None:
     parser.add_argument("--routers", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--name", default="bench", help="lab instance name")
-    parser.add_argument("--down", action="store_true", help="take the bench lab down after")
+    parser.add_argument("--keep", action="store_true", help="leave a lab started here running")
+    parser.add_argument("--down", action="store_true", help="take the lab down, even one reused")
     args = parser.parse_args()
 
     lab = Lab(ROOT, args.name, LabOptions(routers=args.routers, hosts=0, vcenter=False))
+    started = not lab.status().up
+    try:
+        run(lab, args)
+    finally:
+        if args.down or (started and not args.keep):
+            lab.down()
+            print(f"lab {args.name!r} taken down")
+
+
+def run(lab: Lab, args: argparse.Namespace) -> None:
     up = timed(lab.up)
     inventory = load_inventory(lab.inventory_path)
     devices = inventory.select(group="routers")
@@ -166,8 +179,6 @@ def main() -> None:
         f"bare Nornir {rate['bare']:.1f} routers/s"
     )
     print(f"ratio ours/bare: {rate['ours'] / rate['bare']:.2f} (target >= 0.9)")
-    if args.down:
-        lab.down()
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ One executor, ``os.playbook``: the catalog step names the playbook (a file of
   written to a file, and never on the command line or in its environment;
 - gives ``ansible-playbook`` a minimal environment (never ``INFRA_*`` variables) and one
   private dir per step (``<root>/.infra/ansible/jobs/<pid>-<start>-...``, mode 0700: the
-  inventory, ansible-runner's files, Ansible's local temp) that is removed when the step
-  ends and swept by the next step of any run when its owner process is gone;
+  inventory, ansible-runner's files; Ansible's local temp in a short-named
+  ``<tmp>/infra-ansible-<pid>-<start>-tmp-*``) that is removed when the step ends and swept
+  by the next step of any run when its owner process is gone;
 - runs ``ansible-playbook`` (found next to this Python, not on whatever PATH holds) under
   :func:`guard_main`, which ties the play to this process: when the process dies, whatever
   kills it (SIGKILL included), the play and all of Ansible's forked workers die too;
@@ -21,6 +22,16 @@ One executor, ``os.playbook``: the catalog step names the playbook (a file of
   :class:`TargetResult`, what the playbook read back from each host (``set_stats`` key
   ``infra_report``) as typed outputs, and Ansible's output (secrets masked) as the log
   artifact ``<root>/.infra/ansible/<run_id>/<step_id>.log``.
+
+Speed (section "speed" below): plays run under mitogen's ``mitogen_linear`` strategy when
+mitogen is installed (extra ``fast``) and supports the installed ansible-core, else under
+Ansible's own ``linear`` (``INFRA_ANSIBLE_MITOGEN=0`` forces stock, ``=1`` requires mitogen).
+The Ansible steps of one run share an :class:`AnsibleSession` (``ctx.resources``): SSH
+ControlPersist masters that the guard leaves to the run when a play ends by itself and the
+run closes when it ends, and a fact cache (``gathering = smart``) so that each host's facts
+are gathered once per run. :func:`inventory_view` is the inventory as Ansible's own tools
+see it, through the project's inventory plugin
+(``infra_automation/ansible_plugins/inventory/infra_inventory.py``).
 
 Playbooks report read-back values with the ``report`` role (``playbooks/roles/report``).
 Host key checking and other connection settings come from inventory host data
@@ -32,11 +43,14 @@ from __future__ import annotations
 import ctypes
 import difflib
 import errno
+import importlib.metadata
+import importlib.util
 import json
 import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -65,10 +79,10 @@ from infra_automation.config import STATE_DIR
 from infra_automation.exceptions import ConfigurationError, ExecutorUnavailable
 from infra_automation.executors.base import ExecutorInfo, StepContext
 from infra_automation.files import write_atomic
-from infra_automation.inventory import Host
+from infra_automation.inventory import Host, Inventory, PoolBinder
 from infra_automation.results import ErrorKind, Status, StepResult, TargetResult
 from infra_automation.secrets import Secrets, redact
-from infra_automation.validation import Hostname, Name, SafeText
+from infra_automation.validation import HostLabel, Hostname, Name, SafeText
 
 PLAYBOOKS_DIR = "playbooks"
 JOBS_DIR = "jobs"
@@ -98,7 +112,7 @@ class HostAddress(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    name: Name
+    name: HostLabel
     ip: Hostname | None = Field(
         default=None, validation_alias=AliasChoices("ip", "address", "ip_address")
     )
@@ -198,6 +212,8 @@ class PlaybookExecutor:
             )
         try:
             binary = ansible_playbook()
+            strategy = choose_strategy()
+            session = run_session(ctx)
             targets, planned = resolve_targets(ctx, params, check=check)
             secret_values = read_secrets(ctx, params)
         except ConfigurationError as exc:
@@ -209,6 +225,8 @@ class PlaybookExecutor:
         if not targets:
             return _planned_only(params, planned)
         job = AnsibleJob(ctx, params, playbook, binary, targets, secret_values, check)
+        job.strategy = strategy
+        job.session = session
         return job.run(planned)
 
 
@@ -312,6 +330,8 @@ class AnsibleJob:
         self.state = ctx.root / STATE_DIR / "ansible"
         self.home = self.state / "home"
         self.log_path = self.state / ctx.run_id / f"{ctx.step_id}.log"
+        self.strategy = Strategy("linear")
+        self.session: AnsibleSession | None = None
 
     def run(self, planned: Sequence[str] = ()) -> StepResult:
         try:
@@ -322,27 +342,37 @@ class AnsibleJob:
                 "ansible-runner is not installed: pip install 'infra-automation[ansible]'"
             ) from exc
         sweep_jobs(self.state)
+        sweep_sessions()
         job = new_job_dir(self.state, self.ctx.run_id, self.ctx.step_id)
+        tmp = new_temp_dir()
+        self.output.append(f"strategy: {self.strategy.name} ({self.strategy.note})\n")
         try:
             with SecretChannel(job / "extravars.fifo", dump_extravars(self._extravars())) as fifo:
-                runner = Runner(self._config(job, fifo.path), event_handler=self._on_event)
+                config = self._config(job, fifo.path, tmp)
+                runner = Runner(config, event_handler=self._on_event)
                 runner.run()
         except (OSError, AnsibleRunnerException) as exc:
             return StepResult.failure(f"ansible-runner failed: {redact(str(exc))}")
         finally:
             shutil.rmtree(job, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
         result = self._result(str(runner.status), runner.rc, planned)
         self._write_log()
         return result
 
-    def _config(self, job: Path, extravars: Path) -> Any:
-        """ansible-runner's config: files under ``job``, our environment, the guarded command."""
+    def _config(self, job: Path, extravars: Path, tmp: Path) -> Any:
+        """ansible-runner's config: files under ``job``, temporary files under ``tmp``, our
+        environment, the guarded command."""
         from ansible_runner import RunnerConfig
 
         inventory = job / "hosts.json"
         inventory.write_text(json.dumps(build_inventory(self.hosts, set(self._passwords()))))
         options = "--diff --check" if self.check else "--diff"
-        ours = ansible_env(self.binary, self.playbook, self.home, job / "tmp")
+        ours = ansible_env(self.binary, self.playbook, self.home, tmp)
+        # without a run's session, the play's own SSH masters: a shared folder (Ansible's
+        # default) lets a play that ends stop the masters that parallel plays still use
+        own = {"ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp / "cp")}
+        ours |= self.strategy.env | (self.session.env() if self.session else own)
         config = RunnerConfig(
             private_data_dir=str(job),
             playbook=str(self.playbook),
@@ -359,7 +389,8 @@ class AnsibleJob:
         config.prepare()
         config.env = job_env(config.env, ours)
         command = [str(self.binary), *config.command[1:]]  # [ansible-playbook, ...]
-        config.command = guard_command(command, self.params.timeout)
+        keep = self.session.control_dir if self.session else None
+        config.command = guard_command(command, self.params.timeout, keep=keep)
         return config
 
     def _extravars(self) -> dict[str, Any]:
@@ -513,6 +544,33 @@ def build_inventory(hosts: Mapping[str, Host], with_password: set[str]) -> dict[
     return {"all": {"hosts": hostvars, "children": groups}}
 
 
+# platforms (netutils' names, as Nornir uses them) -> Ansible's network_os for network_cli
+NETWORK_OS = {
+    "cisco_ios": "cisco.ios.ios",
+    "cisco_xe": "cisco.ios.ios",
+    "cisco_nxos": "cisco.nxos.nxos",
+    "cisco_xr": "cisco.iosxr.iosxr",
+    "arista_eos": "arista.eos.eos",
+    "juniper_junos": "junipernetworks.junos.junos",
+}
+
+
+def inventory_view(inventory: Inventory) -> dict[str, Any]:
+    """The whole inventory as Ansible sees it (``ansible-inventory``, the project's plugin):
+    every host with the variables the executor gives it, the VM hosts bound so far (named
+    as the VMs, ``bound_to`` their pool host), and no secret: hosts with a password get none
+    (``ansible -k`` asks for it; the executor hands passwords to its plays itself)."""
+    hosts = {n: inventory.hosts[n] for n in inventory.hosts}
+    binder = inventory.binder()
+    if isinstance(binder, PoolBinder):
+        with binder.store.transaction(write=False) as table:
+            bound = sorted(table)
+        for vm in bound:
+            if vm not in hosts:
+                hosts[vm] = inventory.bind_host(vm, dry_run=True)  # the stored binding
+    return build_inventory(hosts, set())
+
+
 def ansible_env(
     binary: Path, playbook: Path, home: Path, tmp: Path | None = None
 ) -> dict[str, str]:
@@ -532,15 +590,21 @@ def ansible_env(
         "ANSIBLE_NOCOLOR": "True",
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
         "ANSIBLE_TIMEOUT": "15",
+        # the controller polls its workers' results every 1 ms by default: with parallel
+        # plays on few cores that polling alone starves the workers
+        "ANSIBLE_INTERNAL_POLL_INTERVAL": "0.01",
     }
 
 
 def _connection_vars(host: Host) -> dict[str, Any]:
+    network_os = NETWORK_OS.get(host.platform or "")
     pairs = {
         "ansible_host": host.hostname,
         "ansible_port": host.port,
         "ansible_user": host.username,
         "ansible_ssh_private_key_file": host.ssh_key_file,
+        "ansible_connection": "ansible.netcommon.network_cli" if network_os else None,
+        "ansible_network_os": network_os,
     }
     return {k: v for k, v in pairs.items() if v is not None}
 
@@ -732,6 +796,172 @@ def run_kind(status: str, rc: int | None) -> ErrorKind:
     return RC_KINDS.get(rc if rc is not None else -1, ErrorKind.INTERNAL)
 
 
+# --- speed: the strategy, and the SSH masters and facts the steps of one run share --------
+
+MITOGEN_ENV = "INFRA_ANSIBLE_MITOGEN"  # "0": stock strategy, "1": mitogen or fail, else auto
+# ansible-core minor releases mitogen 0.3 runs on (2.19 verified here with the guard and FIFO)
+MITOGEN_CORE = ((2, 10), (2, 19))
+CONTROL_PERSIST = 30  # seconds an idle SSH master of a run lives (the run closes them earlier)
+SESSION_ENV = "INFRA_ANSIBLE_SESSION"  # "0": no SSH masters or facts shared by a run's steps
+SESSION_KEY = "ansible.session"
+SESSION_PREFIX = "infra-ansible-"
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """The strategy plugin ``ansible-playbook`` runs plays with, and why it was chosen."""
+
+    name: str
+    plugins: str | None = None  # the folder of a strategy plugin that is not Ansible's own
+    note: str = ""
+
+    @property
+    def env(self) -> dict[str, str]:
+        if self.plugins is None:
+            return {}
+        return {"ANSIBLE_STRATEGY": self.name, "ANSIBLE_STRATEGY_PLUGINS": self.plugins}
+
+
+def choose_strategy(setting: str | None = None) -> Strategy:
+    """``mitogen_linear`` when mitogen is installed and supports this ansible-core, otherwise
+    Ansible's own ``linear``. ``INFRA_ANSIBLE_MITOGEN`` (or ``setting``): ``0`` always stock,
+    ``1`` mitogen or an error saying why not, unset or ``auto``: mitogen where it can run."""
+    raw = os.environ.get(MITOGEN_ENV, "auto") if setting is None else setting
+    value = raw.strip().lower() or "auto"
+    if value not in ("0", "1", "auto"):
+        raise ConfigurationError(f"{MITOGEN_ENV}={raw!r}: expected 0, 1 or auto")
+    if value == "0":
+        return Strategy("linear", note=f"{MITOGEN_ENV}=0")
+    plugins, note = mitogen_plugins()
+    if plugins is None:
+        if value == "1":
+            raise ExecutorUnavailable(f"{MITOGEN_ENV}=1, but {note}")
+        return Strategy("linear", note=note)
+    return Strategy("mitogen_linear", str(plugins), note)
+
+
+def mitogen_plugins() -> tuple[Path | None, str]:
+    """mitogen's strategy plugin folder, or None; and what was found (or why not)."""
+    spec = importlib.util.find_spec("ansible_mitogen")
+    if spec is None or spec.origin is None:
+        return None, "mitogen is not installed (pip install 'infra-automation[fast]')"
+    core = _version("ansible-core")
+    low, high = MITOGEN_CORE
+    if not low <= core[:2] <= high:
+        shown = ".".join(map(str, core)) or "unknown"
+        return None, f"mitogen does not support ansible-core {shown} (only 2.10-2.19)"
+    plugins = Path(spec.origin).parent / "plugins" / "strategy"
+    if not (plugins / "mitogen_linear.py").is_file():
+        return None, f"mitogen's strategy plugins are missing from {plugins.parent}"
+    shown = ".".join(map(str, _version("mitogen")))
+    return plugins, f"mitogen {shown}, ansible-core {'.'.join(map(str, core))}"
+
+
+def _version(dist: str) -> tuple[int, ...]:
+    try:
+        text = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return ()
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+@dataclass(frozen=True)
+class AnsibleSession:
+    """What the Ansible steps of one run share, in ``<tmp>/infra-ansible-<pid>-<start>-*``
+    (short: SSH socket paths are limited to 108 bytes), mode 0700:
+
+    - ``cp/``: the SSH ControlPersist masters, one per host: every play after the first
+      one reuses its host's connection; the run closes them when it ends (``close``);
+    - ``facts/``: Ansible's fact cache; with ``gathering = smart`` a host's facts are
+      gathered by the first play of the run that reaches it and read from here after.
+
+    A master carries no play: the guard of each play still kills every worker, and, when
+    the step's process dies, this play's masters too. Masters of earlier steps whose run
+    process died exit after ``CONTROL_PERSIST`` idle seconds or at the next step's sweep.
+    """
+
+    path: Path
+
+    @property
+    def control_dir(self) -> Path:
+        return self.path / "cp"
+
+    @property
+    def fact_dir(self) -> Path:
+        return self.path / "facts"
+
+    def env(self) -> dict[str, str]:
+        return {
+            # no -C: compression costs CPU, the targets are near
+            "ANSIBLE_SSH_ARGS": f"-o ControlMaster=auto -o ControlPersist={CONTROL_PERSIST}s"
+            f" -o ControlPath={self.control_dir}/%C",
+            "ANSIBLE_GATHERING": "smart",
+            "ANSIBLE_CACHE_PLUGIN": "ansible.builtin.jsonfile",
+            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(self.fact_dir),
+            "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "86400",
+        }
+
+    def close(self) -> None:
+        close_masters(self.control_dir)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def new_session() -> AnsibleSession:
+    owner = f"{os.getpid()}-{_start_time(os.getpid())}"
+    path = Path(tempfile.mkdtemp(prefix=f"{SESSION_PREFIX}{owner}-"))
+    for sub in ("cp", "facts"):
+        (path / sub).mkdir(mode=0o700)
+    return AnsibleSession(path)
+
+
+def new_temp_dir() -> Path:
+    """A step's temporary files (Ansible's local temp, mitogen's sockets): a short path, as
+    UNIX sockets need (the step's private dir under a project root can be too long for
+    mitogen, which then hangs at start), mode 0700, named like a session so that the sweep
+    removes it when its owner is gone."""
+    owner = f"{os.getpid()}-{_start_time(os.getpid())}"
+    return Path(tempfile.mkdtemp(prefix=f"{SESSION_PREFIX}{owner}-tmp-"))
+
+
+def run_session(ctx: StepContext) -> AnsibleSession | None:
+    """The run's session: made by its first Ansible step, closed by the scheduler at its end;
+    none with ``INFRA_ANSIBLE_SESSION=0`` (each play its own connections and facts)."""
+    raw = os.environ.get(SESSION_ENV, "1")
+    if raw not in ("0", "1"):
+        raise ConfigurationError(f"{SESSION_ENV}={raw!r}: expected 0 or 1")
+    if raw == "0":
+        return None
+    return ctx.resources.get(SESSION_KEY, new_session, AnsibleSession.close)
+
+
+def close_masters(control_dir: Path) -> None:
+    """Ask each SSH master with a socket in ``control_dir`` to exit (``ssh -O exit``)."""
+    ssh = shutil.which("ssh")
+    if ssh is None or not control_dir.is_dir():
+        return
+    for socket in sorted(control_dir.iterdir()):
+        subprocess.run(
+            [ssh, "-o", f"ControlPath={socket}", "-O", "exit", "infra-master"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+
+
+def sweep_sessions(tmp: Path | None = None) -> list[Path]:
+    """Close and remove the sessions of processes that are gone (a killed run)."""
+    removed: list[Path] = []
+    for path in sorted(Path(tmp or tempfile.gettempdir()).glob(f"{SESSION_PREFIX}*")):
+        pid, _, rest = path.name.removeprefix(SESSION_PREFIX).partition("-")
+        start = rest.partition("-")[0]
+        if pid.isdigit() and _start_time(int(pid)) == start:
+            continue
+        AnsibleSession(path).close()
+        removed.append(path)
+    return removed
+
+
 # --- the environment and the private dir of one job -----------------------------------------
 
 # what ansible-playbook and ssh need from our environment; nothing else of it is passed on
@@ -850,14 +1080,23 @@ _PR_SET_CHILD_SUBREAPER = 36
 _GUARD_CODE = "from infra_automation.departments.ansible import guard_main; guard_main()"
 
 
-def guard_command(command: Sequence[str], timeout: int) -> list[str]:
-    """``command`` under :func:`guard_main`, tied to this process, stopped after ``timeout``."""
-    return [sys.executable, "-c", _GUARD_CODE, str(os.getpid()), str(timeout), "--", *command]
+def guard_command(command: Sequence[str], timeout: int, keep: Path | None = None) -> list[str]:
+    """``command`` under :func:`guard_main`, tied to this process, stopped after ``timeout``.
+    When the play ends by itself, SSH masters with their socket in ``keep`` are left to the
+    run (which closes them); when the guard stops the play, they are stopped with it."""
+    options = [f"--keep={keep}"] if keep is not None else []
+    return [
+        *(sys.executable, "-c", _GUARD_CODE, str(os.getpid()), str(timeout)),
+        *(*options, "--", *command),
+    ]
 
 
 def guard_main(argv: Sequence[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
-    parent, timeout, command = int(args[0]), float(args[1]), args[3:]
+    parent, timeout, rest = int(args[0]), float(args[1]), args[2:]
+    split = rest.index("--")
+    options, command = rest[:split], rest[split + 1 :]
+    keep = next((o.removeprefix("--keep=") for o in options if o.startswith("--keep=")), None)
     stop: list[int] = []
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda sig, _frame: stop.append(sig))
@@ -870,7 +1109,7 @@ def guard_main(argv: Sequence[str] | None = None) -> NoReturn:
     while True:
         code = _reap(child)
         if code is not None:
-            _stop_children(grace=1.0)  # e.g. ssh ControlPersist masters
+            _stop_children(grace=1.0, keep=keep)  # e.g. ssh ControlPersist masters
             os._exit(code)
         if stop or os.getppid() != parent:
             _stop_play(child)
@@ -926,11 +1165,12 @@ def _stop_play(child: int) -> None:
     _stop_children(grace=0)
 
 
-def _stop_children(grace: float) -> None:
-    """Stop every child (orphans of the play re-parented here): SIGTERM, SIGKILL after grace."""
+def _stop_children(grace: float, keep: str | None = None) -> None:
+    """Stop every child (orphans of the play re-parented here): SIGTERM, SIGKILL after grace;
+    not the SSH masters whose command line names the folder ``keep``."""
     deadline = time.monotonic() + grace
     for _ in range(200):  # bounded: orphans keep arriving while a process tree unwinds
-        children = _children()
+        children = [p for p in _children() if keep is None or not _is_master(p, keep)]
         if not children:
             return
         sig = signal.SIGTERM if time.monotonic() < deadline else signal.SIGKILL
@@ -948,6 +1188,15 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _is_master(pid: int, control_dir: str) -> bool:
+    """An SSH ControlPersist master of ``control_dir`` (ssh renames it "ssh: <socket> [mux]")."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return cmdline.startswith(("ssh", "/usr/bin/ssh")) and control_dir + "/" in cmdline
 
 
 def _children() -> list[int]:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from infra_automation.departments.ansible import PlaybookExecutor, PlaybookParams
-from infra_automation.executors.base import StepContext
+from infra_automation.executors.base import RunResources, StepContext
 from infra_automation.inventory import Host, Inventory, load_inventory
 from infra_automation.lab.base import free_port
 from infra_automation.results import Status, StepResult
@@ -57,6 +57,7 @@ class Steps:
         self.root = root
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.count = 0
+        self.resources = RunResources()  # one run: its steps share SSH masters and facts
 
     def run(
         self,
@@ -82,14 +83,17 @@ class Steps:
             secrets=secrets or Secrets(env={}),
             emit=lambda kind, data: self.events.append((kind, dict(data))),
             root=self.root,
+            resources=self.resources,
         )
         executor = PlaybookExecutor()
         return executor.preview(ctx) if check else executor.apply(ctx)
 
 
 @pytest.fixture(scope="module")
-def steps(inventory: Inventory, root: Path) -> Steps:
-    return Steps(inventory, root)
+def steps(inventory: Inventory, root: Path) -> Iterator[Steps]:
+    steps = Steps(inventory, root)
+    yield steps
+    assert steps.resources.close() == []  # as the scheduler does when the run ends
 
 
 def ssh(host: Host, command: str, user: str | None = None) -> subprocess.CompletedProcess[str]:

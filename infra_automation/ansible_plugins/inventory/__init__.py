@@ -1,0 +1,1 @@
+"""Ansible inventory plugins of the project (a plugin folder: ``inventory_plugins``)."""
