@@ -21,7 +21,7 @@ from db_backends import BACKENDS, database
 from engine_helpers import INVENTORY, step, write_request, write_service
 
 from infra_automation.exceptions import RunLocked
-from infra_automation.record import RunRecord, RunStore, open_database
+from infra_automation.record import RunRecord, RunStore, head_revision, open_database
 from infra_automation.scheduler import ProjectLock
 
 HERE = Path(__file__).parent
@@ -208,10 +208,11 @@ def test_infra_db_upgrade_then_current(tmp_path: Path, kind: str) -> None:
             assert "infra-test-pw" not in out + err
             return " ".join(out.split())
 
-        assert "revision none (newest 0003, behind: run `infra db upgrade`)" in shown("current")
-        assert "upgraded from none to 0003" in shown("upgrade")
-        assert "revision 0003 (newest 0003, up to date)" in shown("current")
-        assert "at revision 0003, nothing to do" in shown("upgrade")
+        head = head_revision()
+        assert f"revision none (newest {head}, behind: run `infra db upgrade`)" in shown("current")
+        assert f"upgraded from none to {head}" in shown("upgrade")
+        assert f"revision {head} (newest {head}, up to date)" in shown("current")
+        assert f"at revision {head}, nothing to do" in shown("upgrade")
         apply = infra(root, url, "apply", "requests/slow.yml", "--no-docs")
         assert apply.wait(timeout=60) == 0
 
