@@ -36,8 +36,11 @@ if (($#)); then
   echo "==> pytest $*"
   run_pytest "$@"
 else
-  echo "==> pytest (unit, database, server, lab integration)"
-  run_pytest --ignore=tests/faults
+  echo "==> pytest (unit, database, service, portal, workers, lab integration; Ansible on mitogen)"
+  INFRA_ANSIBLE_MITOGEN=1 run_pytest --ignore=tests/faults
+  echo "==> Ansible lab tests again with Ansible's stock strategies"
+  INFRA_ANSIBLE_MITOGEN=0 run_pytest tests/integration/test_ansible_lab.py \
+    tests/integration/test_ansible_crash_lab.py tests/integration/test_speed_session_lab.py
   # The fault suite stops routers, vCenter and hosts of the lab on purpose: it runs last, on
   # its own, and prints its fault x outcome matrix.
   echo "==> pytest tests/faults (fuzzing and the fault matrix on the lab)"

@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from conftest import PASSWORD, LiveServer
-
 from infra_automation.identity import Role
 from infra_automation.secrets import remember
+from tests.server.conftest import PASSWORD, LiveServer
 
 API = "/api/v1"
 

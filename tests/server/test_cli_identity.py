@@ -8,13 +8,13 @@ from typing import Annotated
 
 import pytest
 import typer
-from conftest import make_root
 from typer.testing import CliRunner
 
 from infra_automation import cli
 from infra_automation.cli.server import tokens_app, users_app
 from infra_automation.identity import IdentityStore, create_identity_tables
 from infra_automation.record import open_database
+from tests.server.conftest import make_root
 
 app = typer.Typer()
 app.add_typer(users_app, name="users")

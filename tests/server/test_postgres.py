@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import LiveServer, live_server, make_root
 from sqlalchemy.pool import NullPool
 
 from infra_automation.client import InfraClient
 from infra_automation.identity import Role
 from infra_automation.record import open_database
+from tests.server.conftest import LiveServer, live_server, make_root
 
 PG_ENV = "INFRA_TEST_POSTGRES_URL"
 

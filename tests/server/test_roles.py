@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import PASSWORD, LiveServer
 
 from infra_automation.identity import Role
 from infra_automation.server.policy import API, RULES
+from tests.server.conftest import PASSWORD, LiveServer
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import LiveServer
 
 from infra_automation.identity import Role
+from tests.server.conftest import LiveServer
 
 
 @pytest.mark.parametrize("role", [Role.ENGINEER, Role.ADMIN])

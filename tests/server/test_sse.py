@@ -8,10 +8,10 @@ import time
 from typing import Any
 
 import httpx
-from conftest import LiveServer
 
 from infra_automation.client import InfraClient, parse_sse
 from infra_automation.identity import Role
+from tests.server.conftest import LiveServer
 
 API = "/api/v1"
 

@@ -13,12 +13,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import Workers
 from engine_helpers import step, write_request, write_service
 from test_workers import _append, _started, _wait_running
 
 from infra_automation.engine import Engine
 from infra_automation.workers import client
+from tests.workers.conftest import Workers
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[2]

@@ -7,12 +7,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from conftest import Seen, Workers
 from engine_helpers import step, write_request, write_service
 
 from infra_automation.engine import Engine
 from infra_automation.record import RunRecord
 from infra_automation.workers import client
+from tests.workers.conftest import Seen, Workers
 
 
 def _plan(engine: Engine, root: Path, steps: list[dict[str, object]], project: str = "shop"):  # type: ignore[no-untyped-def]
