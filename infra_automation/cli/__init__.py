@@ -33,6 +33,7 @@ from rich.console import Console
 from infra_automation.changes import ChangeType
 from infra_automation.cli import changes as changes_cli
 from infra_automation.cli import render
+from infra_automation.cli import stats as stats_cli
 from infra_automation.cli.db import app as db_app
 from infra_automation.cli.junit import check_report_path, write_junit
 from infra_automation.cli.server import serve_command, tokens_app, users_app
@@ -80,6 +81,8 @@ app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 app.command("server")(serve_command)
 app.command("worker")(worker_cmd)
+app.command("stats")(stats_cli.stats)
+app.add_typer(stats_cli.incidents_app, name="incidents")
 app.command(
     "verify",
     help="Compare the live landscape with the record "

@@ -28,6 +28,7 @@ from infra_automation.config import Settings, load_plugins
 from infra_automation.engine import Engine
 from infra_automation.exceptions import ConfigurationError
 from infra_automation.identity import IdentityStore, create_identity_tables
+from infra_automation.metrics import api as metrics_api
 from infra_automation.server import (
     errors,
     routes_catalog,
@@ -93,6 +94,7 @@ def create_app(
     app.state.infra = state
     errors.install(app)
     routers = [m.router for m in (routes_session, routes_catalog, routes_runs, routes_projects)]
+    routers += [metrics_api.router, metrics_api.metrics_router]
     if portal:
         routers.append(install_portal(app))
     for router in routers:

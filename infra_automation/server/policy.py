@@ -66,6 +66,12 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", f"{API}/tokens"): Rule("list API tokens", TOKEN_OWNERS),
     ("POST", f"{API}/tokens"): Rule("create an API token (shown once)", TOKEN_OWNERS),
     ("DELETE", f"{API}/tokens/{{token_id}}"): Rule("revoke an API token", TOKEN_OWNERS),
+    ("GET", f"{API}/stats"): Rule("service levels: lead times, OLA waits, DORA, SLA", READERS),
+    ("GET", f"{API}/incidents"): Rule("incidents: failed runs and drift", READERS),
+    ("POST", f"{API}/incidents/{{incident_id}}/ack"): Rule(
+        "acknowledge an incident", {T: ASSIGNED, E: ALL, P: ALL}
+    ),
+    ("GET", f"{API}/metrics"): Rule("Prometheus metrics of the record", EVERYONE),
 }
 
 

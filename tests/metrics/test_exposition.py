@@ -92,6 +92,6 @@ def test_ack_through_the_api(client: TestClient, history_db: Engine) -> None:
     assert done.json()["actor"] == "tina"
     listed = client.get("/api/v1/incidents", params={"since": "3650d"}).json()
     assert [i["id"] for i in listed] == ["drift:verify-v1:vmware"]
-    metrics = client.get("/metrics")
+    metrics = client.get("/api/v1/metrics")
     assert metrics.status_code == 200
     assert "infra_steps" in metrics.text

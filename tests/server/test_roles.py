@@ -62,6 +62,11 @@ CALLS: dict[tuple[str, str], Call] = {
     ("GET", f"{API}/tokens"): Call(200),
     ("POST", f"{API}/tokens"): Call(201, lambda _l, _r: {"label": "table"}),
     ("DELETE", f"{API}/tokens/{{token_id}}"): Call(204),
+    ("GET", f"{API}/stats"): Call(200),
+    ("GET", f"{API}/incidents"): Call(200),
+    # alpha's run succeeded, so it opened no incident: those allowed get 404, the others 403
+    ("POST", f"{API}/incidents/{{incident_id}}/ack"): Call(404),
+    ("GET", f"{API}/metrics"): Call(200),
 }
 
 
@@ -93,6 +98,7 @@ def _path(live: LiveServer, path: str, role: Role, run_id: str) -> str:
         "project": "alpha",
         "page": "index.md",
         "token_id": token_id,
+        "incident_id": f"run:{run_id}",
     }
     return path.format(**values)
 
