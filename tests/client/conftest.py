@@ -1,6 +1,6 @@
 """Fixtures of the CLI-as-a-client tests: the API tests' live server (a real uvicorn on a
-loopback port, tests/server/conftest.py) and the lab fixture of tests/integration, loaded by
-path so each is defined once."""
+loopback port, tests/server/conftest.py), loaded by path so it is defined once (the lab
+fixture is tests/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,3 @@ def _load(name: str, path: Path) -> ModuleType:
 
 
 server_fixtures = _load("server_fixtures", TESTS / "server" / "conftest.py")
-lab_fixtures = _load("lab_fixtures", TESTS / "integration" / "conftest.py")
-
-# the session lab (INFRA_LAB_NAME picks the instance), its marker and its no-silent-skip rule
-lab = lab_fixtures.lab
-pytest_collection_modifyitems = lab_fixtures.pytest_collection_modifyitems
-pytest_runtest_makereport = lab_fixtures.pytest_runtest_makereport

@@ -17,6 +17,7 @@ from engine_helpers import step, write_request, write_service
 from test_workers import _append, _started, _wait_running
 
 from infra_automation.engine import Engine
+from infra_automation.lab import Lab
 from infra_automation.workers import client
 from tests.workers.conftest import Workers
 
@@ -56,7 +57,7 @@ def _plays(root: Path) -> list[int]:
 
 
 def test_sigkilled_worker_during_a_play_leaves_no_orphan(
-    engine: Engine, workers: Workers, root: Path, tmp_path: Path
+    lab: Lab, engine: Engine, workers: Workers, root: Path, tmp_path: Path
 ) -> None:
     (root / "playbooks").mkdir()
     (root / "playbooks" / "pause.yml").write_text(PLAY)

@@ -12,7 +12,7 @@ from engine_helpers import step, write_request, write_service
 from infra_automation.engine import Engine
 from infra_automation.record import RunRecord
 from infra_automation.workers import client
-from tests.workers.conftest import Seen, Workers
+from tests.workers.conftest import Workers
 
 
 def _plan(engine: Engine, root: Path, steps: list[dict[str, object]], project: str = "shop"):  # type: ignore[no-untyped-def]
@@ -81,7 +81,6 @@ def test_each_step_runs_on_a_worker_of_its_queue(
     }
     assert log.read_text().split() == ["b", "b", "d", "d"]  # "<step> <value>" once each
     seen = engine.observers[0]
-    assert isinstance(seen, Seen)
     kinds = [(e.kind, e.step_id) for e in seen.events]  # the same progress events as here
     assert kinds[0] == ("run.queued", None) and kinds[-1] == ("run.finished", None)
     assert kinds.count(("step.finished", "d")) == 1

@@ -22,7 +22,7 @@ import pytest
 from infra_automation.exceptions import InfraError
 from infra_automation.lab import DEFAULT_NAME, Lab, LabOptions
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
