@@ -100,9 +100,7 @@ def main() -> None:
     os.environ.setdefault("ANSIBLE_HOME", str(ROOT / ".infra" / "ansible-home"))
 
     landscape_lab = Lab(ROOT, args.name, LabOptions(routers=2, hosts=3))
-    net_lab = Lab(
-        ROOT, f"{args.name}n", LabOptions(routers=args.routers, hosts=0, vcenter=False)
-    )
+    net_lab = Lab(ROOT, f"{args.name}n", LabOptions(routers=args.routers, hosts=0, vcenter=False))
     results = {}
     for title, lab, request, catalog, project in (
         ("landscape (2 routers, vCenter, 2 VMs on 2 hosts)", landscape_lab, LANDSCAPE, None,
