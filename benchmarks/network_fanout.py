@@ -23,8 +23,11 @@ ours/bare (target >= 0.9).
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,9 +48,16 @@ from infra_automation.executors.base import RunResources, StepContext  # noqa: E
 from infra_automation.inventory import Inventory, load_inventory  # noqa: E402
 from infra_automation.lab import Lab  # noqa: E402
 from infra_automation.lab.base import LabOptions  # noqa: E402
+from infra_automation.record import open_database  # noqa: E402
 from infra_automation.results import Status  # noqa: E402
 
 PARAMS = ConfigureParams(vlan_id=3999, subnet="10.99.0.0/24", gateway="10.99.0.1")
+
+
+# The device locks are leases in a run record: a throw-away SQLite one, removed at exit.
+LOCKS_DIR = tempfile.mkdtemp(prefix="bench-fanout-")
+atexit.register(shutil.rmtree, LOCKS_DIR, True)
+LOCKS = open_database(f"sqlite:///{LOCKS_DIR}/locks.db")
 
 
 def step(inventory: Inventory, resources: RunResources, devices: list[str]) -> StepContext:
@@ -60,6 +70,7 @@ def step(inventory: Inventory, resources: RunResources, devices: list[str]) -> S
         inventory=inventory,
         resources=resources,
         root=ROOT,
+        db=LOCKS,
     )
 
 

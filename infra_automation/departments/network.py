@@ -23,21 +23,19 @@ timed out ``timeout``. Secrets come from the step context (``ctx.secrets``) only
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from infra_automation.config import STATE_DIR
 from infra_automation.exceptions import (
     ConfigurationError,
     RenderError,
@@ -49,10 +47,14 @@ from infra_automation.exceptions import (
 )
 from infra_automation.executors.base import ExecutorInfo, StepContext
 from infra_automation.inventory import Host, Inventory
+from infra_automation.leases import Leases
 from infra_automation.render import render_template
 from infra_automation.results import ErrorKind, Status, StepResult, TargetResult, error_kind_of
 from infra_automation.secrets import Secrets
 from infra_automation.validation import NAME_RE, Name, SafeText
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 WORKERS = 20
 CONNECT_TIMEOUT = 10
@@ -345,7 +347,7 @@ class ConfigureExecutor:
         except (ConfigurationError, RenderError) as exc:
             return StepResult.failure(str(exc), kind=error_kind_of(exc))
         locks = [] if check else plan.devices  # a preview changes nothing: no device lock
-        with handle.lock, device_locks(ctx.root / STATE_DIR / "locks", locks):
+        with handle.lock, device_locks(ctx.db, ctx.run_id, locks):
             nornir = handle.nornir.filter(filter_func=lambda h: h.name in plan.devices)
             handle.nornir.data.reset_failed_hosts()
             results = nornir.run(
@@ -404,19 +406,26 @@ class ConfigureExecutor:
         return StepResult.from_targets(tuple(targets), outputs=outputs.model_dump(mode="json"))
 
 
+# How long a change waits for another run's change of the same device.
+DEVICE_LOCK_WAIT = 600.0
+
+
 @contextmanager
-def device_locks(folder: Path, devices: Sequence[str]) -> Iterator[None]:
-    """Hold one lock per device (sorted: no deadlock) while changing it.
+def device_locks(db: Engine | None, run_id: str, devices: Sequence[str]) -> Iterator[None]:
+    """Hold one lease per device (``device:<name>``, taken in sorted order: no deadlock)
+    while changing it.
 
     A change is snapshot -> push -> verify -> save, and a rollback restores the snapshot:
-    two runs (of different projects, in different processes) must not interleave on one
-    device, or one's rollback would undo the other's change.
+    two runs (of different projects, on any machine sharing the run record's database) must
+    not interleave on one device, or one's rollback would undo the other's change.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as stack:
-        for device in sorted(set(devices)):
-            handle = stack.enter_context(open(folder / f"device-{device}.lock", "w"))
-            fcntl.flock(handle, fcntl.LOCK_EX)
+    if not devices:
+        yield
+        return
+    if db is None:
+        raise ConfigurationError("device locks are leases in the run record: no database given")
+    with Leases(db, run_id=run_id) as leases:
+        leases.acquire_all([f"device:{d}" for d in devices], timeout=DEVICE_LOCK_WAIT)
         yield
 
 

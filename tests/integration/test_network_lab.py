@@ -29,6 +29,7 @@ from infra_automation.departments.network import (
 from infra_automation.executors.base import RunResources, StepContext
 from infra_automation.inventory import Inventory, Ipam, IpamPool, load_inventory
 from infra_automation.lab.routers import Routers
+from infra_automation.record import open_database
 from infra_automation.results import ErrorKind, Status, StepResult
 
 pytestmark = pytest.mark.lab
@@ -75,7 +76,7 @@ def bgp_paths(routers: tuple[Routers, Any], name: str, prefix: str) -> list[Any]
 class Project:
     """A test project: its own name, VLAN and subnet, and one run's shared resources."""
 
-    def __init__(self, inventory: Inventory, index: int, root: Path = ROOT) -> None:
+    def __init__(self, inventory: Inventory, index: int, db: sa.Engine, root: Path = ROOT) -> None:
         self.name = f"nt{os.getpid() % 100000}x{index}"
         third = (os.getpid() + index * 37) % 250 + 1
         self.params = ConfigureParams(
@@ -87,6 +88,7 @@ class Project:
         self.inventory = inventory
         self.root = root
         self.resources = RunResources()
+        self.db = db  # device locks are leases in the run record
 
     def ctx(self, params: BaseModel | None = None, check: bool = False) -> StepContext:
         return StepContext(
@@ -99,6 +101,7 @@ class Project:
             check=check,
             resources=self.resources,
             root=self.root,
+            db=self.db,
         )
 
     def configure(self, **changes: Any) -> StepResult:
@@ -113,8 +116,11 @@ class Project:
 
 
 @pytest.fixture
-def project(inventory: Inventory, request: pytest.FixtureRequest) -> Iterator[Project]:
-    proj = Project(inventory, abs(hash(request.node.name)) % 1000)
+def project(
+    inventory: Inventory, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Project]:
+    db = open_database(f"sqlite:///{tmp_path / 'locks.db'}")
+    proj = Project(inventory, abs(hash(request.node.name)) % 1000, db)
     yield proj
     proj.close()
 
@@ -281,6 +287,7 @@ def test_injection_is_refused_before_anything_reaches_a_device(
         inventory=project.inventory,
         resources=project.resources,
         root=ROOT,
+        db=project.db,
     )
     result = ConfigureExecutor().apply(bad_project)
     assert result.status is Status.FAILED and "project" in (result.error or "")

@@ -267,11 +267,13 @@ def test_changes_to_one_device_never_interleave(tmp_path: Path):
     import time
 
     from infra_automation.departments.network import device_locks
+    from infra_automation.record import open_database
 
+    db = open_database(f"sqlite:///{tmp_path / 'runs.db'}")
     events: list[str] = []
 
     def change(name: str, devices: list[str], hold: float) -> None:
-        with device_locks(tmp_path, devices):
+        with device_locks(db, f"run-{name}", devices):
             events.append(f"{name} in")
             time.sleep(hold)
             events.append(f"{name} out")
