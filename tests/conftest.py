@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +70,24 @@ def lab(pytestconfig: pytest.Config) -> Iterator[Lab]:
     reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"lab {instance.name!r}: {outcome}")
+
+
+# Debian's chromium, driven by Playwright (never `playwright install`): one browser for the
+# whole session, shared by the docs-site and the portal tests (Playwright's sync API cannot
+# run twice at once in one thread).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    # Never skipped: the dev extra installs playwright, scripts/bootstrap.sh Debian's chromium.
+    from playwright import sync_api
+
+    assert CHROMIUM.is_file(), f"no {CHROMIUM}: apt-get install -y chromium"
+    with sync_api.sync_playwright() as pw:
+        launched = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        yield launched
+        launched.close()

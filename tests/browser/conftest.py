@@ -11,12 +11,9 @@ from __future__ import annotations
 import functools
 import http.server
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -38,18 +35,6 @@ class Requests:
         else:
             self.outside.append(url)
             route.abort()
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    # Never skipped: the dev extra installs playwright, scripts/bootstrap.sh Debian's chromium.
-    from playwright import sync_api
-
-    assert CHROMIUM.is_file(), f"no {CHROMIUM}: apt-get install -y chromium"
-    with sync_api.sync_playwright() as pw:
-        launched = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        yield launched
-        launched.close()
 
 
 def serve(folder: Path) -> tuple[str, http.server.ThreadingHTTPServer]:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from infra_automation.executors import ExecutorInfo, StepContext, register
 from infra_automation.results import ErrorKind, StepResult
-from tests.browser.conftest import ARGS, CHROMIUM, Requests
+from tests.browser.conftest import Requests
 from tests.server.conftest import PASSWORD, LiveServer, live_server, make_root
 
 __all__ = ["PASSWORD", "LiveServer", "Requests"]
@@ -144,18 +144,6 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     root = portal_root(tmp_path_factory.mktemp("portal") / "project")
     with live_server(root) as live:
         yield live
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    # Never skipped: the dev extra installs playwright, scripts/bootstrap.sh Debian's chromium.
-    from playwright import sync_api
-
-    assert CHROMIUM.is_file(), f"no {CHROMIUM}: apt-get install -y chromium"
-    with sync_api.sync_playwright() as pw:
-        launched = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
