@@ -343,6 +343,8 @@ def _remote_execute(
                         observer.on_event(event)
             except ServiceError as exc:  # the run goes on on the server: say which it is
                 _fail(f"run {run_id} started, but its events stopped: {_service_message(exc)}")
+            except InfraError as exc:
+                _fail(f"run {run_id} started, but its events cannot be read: {exc}")
         body = _guard(lambda: client.run(run_id))
         run = _guard(lambda: run_from_api(body))
     outputs = dict(body.get("outputs") or {})  # the service's outputs, when the server sends them

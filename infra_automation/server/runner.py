@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from infra_automation.engine import Engine
 from infra_automation.events import Event
+from infra_automation.exceptions import RunNotFound
 from infra_automation.results import RunResult
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class RunPool:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="infra-run")
         self._free = threading.BoundedSemaphore(workers)
         self._signal = _StartSignal()
+        self._store = engine.store
         engine.observers.append(self._signal)
 
     def start(self, job: Callable[[], RunResult], timeout: float = START_TIMEOUT) -> str | None:
@@ -84,7 +87,21 @@ class RunPool:
         if slot.error is not None:
             raise slot.error
         assert slot.run_id is not None
+        self._recorded(slot.run_id, timeout)
         return slot.run_id
+
+    def _recorded(self, run_id: str, timeout: float) -> None:
+        """Wait until the run's row is committed: observers see ``run.started`` just before
+        the record writes it, and a client reads the run as soon as it has its id."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._store.get_run(run_id)
+                return
+            except RunNotFound:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"run {run_id} not recorded in {timeout:.0f} s") from None
+                time.sleep(0.01)
 
     def _work(self, job: Callable[[], RunResult], slot: _Slot) -> None:
         self._signal.local.slot = slot
