@@ -28,9 +28,9 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from infra_automation import yamlio
 from infra_automation.exceptions import ConfigurationError, TargetRejected
 from infra_automation.files import write_atomic
 from infra_automation.secrets import Secrets
@@ -346,14 +346,26 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
+def _source(layers: list[tuple[Path, dict[str, Any]]], loc: tuple[Any, ...]) -> Path:
+    """The file that supplied the value at ``loc`` of the merged inventory: the last layer
+    holding the deepest part of that path (the main file when none does)."""
+    best: tuple[int, Path] = (0, layers[0][0])
+    for path, layer in layers:
+        node: Any = layer
+        depth = 0
+        for key in loc:
+            if not isinstance(node, dict) or key not in node:
+                break
+            node, depth = node[key], depth + 1
+        if depth and depth >= best[0]:
+            best = (depth, path)
+    return best[1]
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigurationError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigurationError(f"{path}: expected a mapping at the top")
-    return data
+    """One inventory file through the safe loader (UTF-8, size, depth, no duplicate keys);
+    its errors name the file, line and column (:class:`InputFileError`, a ConfigurationError)."""
+    return yamlio.load_mapping(path)
 
 
 def load_inventory(path: str | Path) -> Inventory:
@@ -363,16 +375,21 @@ def load_inventory(path: str | Path) -> Inventory:
     if not main.is_file():
         raise ConfigurationError(f"no inventory at {main}")
     data = _read_yaml(main)
+    layers: list[tuple[Path, dict[str, Any]]] = [(main, data)]
     gen = folder / GENERATED_DIR
     if gen.is_dir():
         for extra in sorted(gen.glob("*.yml")):
             if extra.name != SECRETS_FILE:
-                data = _deep_merge(data, _read_yaml(extra))
+                layer = _read_yaml(extra)
+                layers.append((extra, layer))
+                data = _deep_merge(data, layer)
     try:
         spec = InventoryFile.model_validate(data)
     except ValidationError as exc:
         errors = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            f"{_source(layers, e['loc']).relative_to(folder)}: "
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors()
         )
-        raise ConfigurationError(f"invalid inventory {main}: {errors}") from exc
+        raise ConfigurationError(f"invalid inventory {folder}: {errors}") from exc
     return Inventory(spec, folder)
