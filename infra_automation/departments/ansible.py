@@ -908,7 +908,7 @@ class AnsibleSession:
 
 def new_session() -> AnsibleSession:
     owner = f"{os.getpid()}-{_start_time(os.getpid())}"
-    path = Path(tempfile.mkdtemp(prefix=f"{SESSION_PREFIX}{owner}-"))
+    path = Path(tempfile.mkdtemp(prefix=f"{SESSION_PREFIX}{owner}-", dir=session_base()))
     for sub in ("cp", "facts"):
         (path / sub).mkdir(mode=0o700)
     return AnsibleSession(path)
@@ -920,7 +920,18 @@ def new_temp_dir() -> Path:
     mitogen, which then hangs at start), mode 0700, named like a session so that the sweep
     removes it when its owner is gone."""
     owner = f"{os.getpid()}-{_start_time(os.getpid())}"
-    return Path(tempfile.mkdtemp(prefix=f"{SESSION_PREFIX}{owner}-tmp-"))
+    return Path(tempfile.mkdtemp(prefix=f"{SESSION_PREFIX}{owner}-tmp-", dir=session_base()))
+
+
+# A UNIX socket path has at most 107 bytes; mitogen's sit two levels below the session dir.
+SHORT_TEMP_MAX = 40
+
+
+def session_base() -> Path:
+    """Where sessions and step temp dirs go: the system temp dir, unless ``TMPDIR`` names a
+    folder too deep for the sockets in them, then the root's ``/tmp``."""
+    base = Path(tempfile.gettempdir())
+    return base if len(str(base)) <= SHORT_TEMP_MAX else Path("/tmp")  # noqa: S108 - short path
 
 
 def run_session(ctx: StepContext) -> AnsibleSession | None:
@@ -952,7 +963,7 @@ def close_masters(control_dir: Path) -> None:
 def sweep_sessions(tmp: Path | None = None) -> list[Path]:
     """Close and remove the sessions of processes that are gone (a killed run)."""
     removed: list[Path] = []
-    for path in sorted(Path(tmp or tempfile.gettempdir()).glob(f"{SESSION_PREFIX}*")):
+    for path in sorted(Path(tmp or session_base()).glob(f"{SESSION_PREFIX}*")):
         pid, _, rest = path.name.removeprefix(SESSION_PREFIX).partition("-")
         start = rest.partition("-")[0]
         if pid.isdigit() and _start_time(int(pid)) == start:

@@ -347,7 +347,7 @@ class ConfigureExecutor:
         except (ConfigurationError, RenderError) as exc:
             return StepResult.failure(str(exc), kind=error_kind_of(exc))
         locks = [] if check else plan.devices  # a preview changes nothing: no device lock
-        with handle.lock, device_locks(ctx.db, ctx.run_id, locks):
+        with handle.lock, device_locks(ctx.db, locks):
             nornir = handle.nornir.filter(filter_func=lambda h: h.name in plan.devices)
             handle.nornir.data.reset_failed_hosts()
             results = nornir.run(
@@ -411,7 +411,7 @@ DEVICE_LOCK_WAIT = 600.0
 
 
 @contextmanager
-def device_locks(db: Engine | None, run_id: str, devices: Sequence[str]) -> Iterator[None]:
+def device_locks(db: Engine | None, devices: Sequence[str]) -> Iterator[None]:
     """Hold one lease per device (``device:<name>``, taken in sorted order: no deadlock)
     while changing it.
 
@@ -424,7 +424,9 @@ def device_locks(db: Engine | None, run_id: str, devices: Sequence[str]) -> Iter
         return
     if db is None:
         raise ConfigurationError("device locks are leases in the run record: no database given")
-    with Leases(db, run_id=run_id) as leases:
+    # No run id on these leases: a run's liveness is its project lease alone (a killed run
+    # reads interrupted when that one expires); a device lease only keeps other changes off.
+    with Leases(db) as leases:
         leases.acquire_all([f"device:{d}" for d in devices], timeout=DEVICE_LOCK_WAIT)
         yield
 

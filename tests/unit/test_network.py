@@ -273,7 +273,7 @@ def test_changes_to_one_device_never_interleave(tmp_path: Path):
     events: list[str] = []
 
     def change(name: str, devices: list[str], hold: float) -> None:
-        with device_locks(db, f"run-{name}", devices):
+        with device_locks(db, devices):
             events.append(f"{name} in")
             time.sleep(hold)
             events.append(f"{name} out")
