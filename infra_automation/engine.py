@@ -480,7 +480,7 @@ class Engine:
                     check=check,
                 )
                 started = self._started_event(plan, env, workers, resumed, changes)
-                return self._execute(plan, env, bus, started, reused or {})
+                return self._execute(plan, env, bus, started, reused or {}, workers)
             finally:
                 recorder.close()
 
@@ -518,6 +518,7 @@ class Engine:
         bus: EventBus,
         started_event: Event,
         reused: Mapping[str, StepResult],
+        parallel: int,
     ) -> RunResult:
         started = started_event.at
         load_errors = self._attach_observers(bus)
@@ -535,7 +536,7 @@ class Engine:
                 env,
                 self.registry,
                 bus.emit,
-                parallel=started_event.data["parallel"],
+                parallel=parallel,
                 reused=reused,
                 run_step=self.dispatcher.runner(plan, env, bus) if self.dispatcher else None,
             )
