@@ -2,7 +2,7 @@
 
 Read-only through the run's vCenter session (``_vsphere.session``): the folder and the
 portgroup exist (the portgroup on the recorded VLAN); each recorded VM exists with the
-recorded CPU count, memory, NIC portgroup and power state (``vmware.read_vm``). A vCenter
+recorded CPU count, memory, NIC portgroup and power state (``_vmware_ops.read_vm``). A vCenter
 that does not answer makes the resources ``unverifiable``.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from infra_automation.departments import _vsphere, vmware
+from infra_automation.departments import _vmware_ops, _vsphere
 from infra_automation.exceptions import InfraError
 from infra_automation.results import error_kind_of
 from infra_automation.verify import ResourceCheck, VerifyContext, VerifyResult
@@ -76,7 +76,7 @@ class VmsVerifier:
             expected = _facts(vm)
             if found is None:
                 return ResourceCheck.drifted(resource, expected=expected, found=MISSING)
-            live = vmware.read_vm(found, path).model_dump()
+            live = _vmware_ops.read_vm(found, path).model_dump()
             return ResourceCheck.compare(
                 resource, expected, _facts(live), target="vcenter", reason=_changed(vm, live)
             )

@@ -1,6 +1,7 @@
 """vSphere plumbing for the VMware department: one session per run, task waiting, fault mapping.
 
-pyVmomi is imported here and in :mod:`infra_automation.departments.vmware` only.
+pyVmomi is imported here and in :mod:`infra_automation.departments._vmware_ops` only: both
+are imported when a step or a verifier talks to vCenter, never to plan.
 
 Errors are mapped at this edge (``raise ... from exc``):
 

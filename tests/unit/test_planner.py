@@ -256,11 +256,6 @@ print(" ".join(s.id for s in plan.steps), "|", ",".join(loaded))
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs infra_automation/departments/vmware.py and _vsphere.py to import pyVmomi "
-    "lazily, inside their code (lead)",
-)
 def test_the_landscape_plans_without_the_vmware_sdk() -> None:
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -9,10 +10,16 @@ import pytest
 from pydantic import ValidationError
 from pyVmomi import vim
 
-from infra_automation.departments import vmware
+from infra_automation.departments import _vmware_ops, vmware
 from infra_automation.departments._vsphere import fault_message, map_fault
-from infra_automation.exceptions import RenderError, TargetAuthError, TargetRejected
+from infra_automation.exceptions import (
+    ExecutorUnavailable,
+    RenderError,
+    TargetAuthError,
+    TargetRejected,
+)
 from infra_automation.executors.registry import ExecutorRegistry
+from infra_automation.render import package_templates
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "templates"
@@ -184,7 +191,7 @@ def _config(cpu: int, memory: int, extra: list[tuple[str, str]]) -> Any:
 
 def test_extra_config_last_value_wins() -> None:
     config = _config(1, 32, [("a", "1"), ("a", "2"), ("b", "x")])
-    assert vmware.extra_config(config) == {"a": "2", "b": "x"}
+    assert _vmware_ops.extra_config(config) == {"a": "2", "b": "x"}
 
 
 def test_nothing_to_change_gives_no_spec() -> None:
@@ -195,7 +202,7 @@ def test_nothing_to_change_gives_no_spec() -> None:
     class Portgroup:
         key = "dvportgroup-1"
 
-    change, diff = vmware._reconfig_spec(config, spec, Portgroup())
+    change, diff = _vmware_ops._reconfig_spec(config, spec, Portgroup())
     assert change is None
     assert diff == ""
 
@@ -208,7 +215,7 @@ def test_only_what_differs_is_in_the_spec() -> None:
     class Portgroup:
         key = "dvportgroup-1"
 
-    change, diff = vmware._reconfig_spec(config, spec, Portgroup())
+    change, diff = _vmware_ops._reconfig_spec(config, spec, Portgroup())
     assert change is not None
     assert change.memoryMB == spec.memory_mb
     assert change.numCPUs is None
@@ -262,3 +269,26 @@ def test_executors_are_registered_by_entry_point(key: str, cls: type) -> None:
     assert executor.info.key == key
     assert executor.info.department == "vmware"
     assert executor.info.supports_check
+
+
+def test_running_a_step_without_the_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planning reads the info without pyVmomi; running a step says which extra brings it."""
+    for module in ("pyVmomi", "pyVim"):  # None in sys.modules: not installed, import fails
+        monkeypatch.setitem(sys.modules, module, None)
+    registry = ExecutorRegistry()
+    assert registry.info("vmware.vms") is vmware.VmsExecutor.info
+    with pytest.raises(ExecutorUnavailable) as info:
+        registry.get("vmware.vms")
+    assert str(info.value) == (
+        "executor 'vmware.vms' needs pyVmomi: pip install 'infra-automation[vmware]'"
+    )
+
+
+def test_the_default_vm_template_is_the_packages(tmp_path: Path) -> None:
+    class Ctx:
+        root = tmp_path
+
+    assert vmware.templates_root(Ctx()) == package_templates()  # type: ignore[arg-type]
+    (tmp_path / "templates" / "vmware").mkdir(parents=True)
+    (tmp_path / "templates" / "vmware" / "vm.yml.j2").write_text("name: x\n")
+    assert vmware.templates_root(Ctx()) == tmp_path / "templates"  # type: ignore[arg-type]
