@@ -247,7 +247,9 @@ class Engine:
                 raise ConfigurationError(
                     f"inventory: {request.inventory!r} is outside the project root"
                 )
-        return load_inventory(folder)
+        inventory = load_inventory(folder)
+        inventory.db = self.db  # host bindings kept in the database (host_binding.store)
+        return inventory
 
     # --- running --------------------------------------------------------------------------
 

@@ -12,8 +12,9 @@ connection details are kept apart from the data people maintain.
 Hosts created at run time (VMs) are reached through a *host binding* (an extension point:
 one Protocol, one registry): ``static`` treats the VM's address as the SSH host; ``pool``
 binds each VM name to a free pre-provisioned host of a group and remembers the binding
-(in a :class:`BindingStore`; ``bindings.json`` by default). A dry run (check mode) stores
-nothing but promises each free host once: the promises live in the inventory's binder, and
+(in a :class:`BindingStore`: the run database by default, shared by every process using it;
+``generated/bindings.json`` with ``host_binding.store: file``, as the built-in lab does). A
+dry run (check mode) stores nothing but promises each free host once: the promises live in the inventory's binder, and
 the engine loads one inventory per run, so two VMs of one run never share a promised host
 and a pool too small for the run fails the dry run as it fails the apply.
 """
@@ -26,7 +27,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -34,6 +35,9 @@ from infra_automation import yamlio
 from infra_automation.exceptions import ConfigurationError, TargetRejected
 from infra_automation.files import write_atomic
 from infra_automation.secrets import Secrets
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 HAND_WRITTEN = "inventory.yml"
 GENERATED_DIR = "generated"
@@ -96,6 +100,11 @@ class HostBindingConfig(_Model):
     kind: str = "static"
     group: str | None = None  # for kind "pool": the group whose hosts VMs are bound to
     defaults: dict[str, Any] = Field(default_factory=dict)
+    # kind "pool": where the bindings are kept. "database": the run database (shared by every
+    # checkout, worker and server using it); "file": generated/bindings.json beside the
+    # inventory (the built-in lab: one lab serves every project root on its machine).
+    store: Literal["database", "file"] = "database"
+    pool: str | None = None  # the pool's name in the database (default "<inventory>/<group>")
 
 
 class InventoryFile(_Model):
@@ -121,6 +130,7 @@ class Inventory:
         self.secrets = Secrets(files=(path / GENERATED_DIR / SECRETS_FILE,) if path else ())
         self._binder: HostBinder | None = None
         self._binder_lock = threading.Lock()
+        self.db: Engine | None = None  # the run database (Engine.inventory attaches it)
 
     @property
     def groups(self) -> dict[str, Group]:
@@ -228,7 +238,7 @@ class HostBinder(Protocol):
 
 
 class BindingStore(Protocol):
-    """Where the ``pool`` binding keeps VM name -> host name (a file today, a database later).
+    """Where the ``pool`` binding keeps VM name -> host name (the database, or a file).
 
     ``transaction(write=...)`` yields the whole table under an exclusive lock (across
     processes); with ``write=True`` the table as left by the block is stored when it ends.
@@ -271,8 +281,7 @@ class PoolBinder:
         if not group:
             raise ConfigurationError("host_binding kind 'pool' needs a 'group'")
         self.group = group
-        base = inventory.generated_dir or Path.cwd()
-        self.store: BindingStore = store or JsonBindingStore(base / "bindings.json")
+        self.store: BindingStore = store or _binding_store(inventory, group)
         self._promised: dict[str, str] = {}  # dry run: VM name -> host name, this run only
         self._lock = threading.Lock()  # the promises are shared by the run's parallel steps
 
@@ -307,6 +316,22 @@ class PoolBinder:
         if not free:
             raise TargetRejected(f"no free host in group {self.group!r} to bind VM {vm_name!r}")
         return free[0]
+
+
+def _binding_store(inventory: Inventory, group: str) -> BindingStore:
+    """The store ``host_binding.store`` names: the run database, or the inventory's file."""
+    config = inventory.spec.host_binding
+    if config.store == "file":
+        base = inventory.generated_dir or Path.cwd()
+        return JsonBindingStore(base / "bindings.json")
+    if inventory.db is None:
+        raise ConfigurationError(
+            f"host_binding of inventory {inventory.name!r} keeps its bindings in the database, "
+            "and none is attached (run it through the engine, or set host_binding.store: file)"
+        )
+    from infra_automation.leases import DatabaseBindingStore  # the record needs SQLAlchemy
+
+    return DatabaseBindingStore(inventory.db, config.pool or f"{inventory.name}/{group}")
 
 
 class JsonBindingStore:

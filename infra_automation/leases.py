@@ -12,7 +12,7 @@ its TTL; a holder that dies loses its leases once they expire. Keys in use:
   takes several keys in sorted order and waits up to a timeout).
 
 Expiry compares the holders' clocks (UTC): machines sharing a database keep them in sync
-(NTP). :class:`HostBindings` keeps which VM stands on which pre-provisioned host.
+(NTP). :class:`DatabaseBindingStore` keeps which VM stands on which pre-provisioned host.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -257,34 +258,58 @@ def _take(conn: Connection, values: Mapping[str, object], now: datetime) -> sa.I
 # --- host bindings ---------------------------------------------------------------------------
 
 
-class HostBindings:
-    """Which VM stands on which pre-provisioned host of a group (one VM per host)."""
+class DatabaseBindingStore:
+    """The ``pool`` host binding's table (:class:`~infra_automation.inventory.BindingStore`)
+    in the database: rows of ``infra_host_bindings`` (vm, host, pool in ``group``, bound_at).
 
-    def __init__(self, db: Engine) -> None:
+    A transaction holds the pool exclusively until it ends: a transaction-level advisory lock
+    on PostgreSQL, SQLite's write lock (taken by a first, empty write) on SQLite; the unique
+    (pool, host) constraint stands behind both. Processes and machines sharing the database
+    therefore never bind two VMs to one host.
+    """
+
+    def __init__(self, db: Engine, pool: str) -> None:
         self.db = db
+        self.pool = pool
 
-    def bind(self, vm: str, host: str, group: str) -> bool:
-        """Bind ``vm`` to ``host``: True if it is (now or already) bound there; False if the
-        host is taken by another VM or ``vm`` is bound elsewhere."""
-        row = {"vm": vm, "host": host, "group": group, "bound_at": utcnow()}
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[dict[str, str]]:
         try:
             with self.db.begin() as conn:
-                insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-                conn.execute(insert(host_bindings).values(**row).on_conflict_do_nothing())
-                query = sa.select(host_bindings).where(host_bindings.c.vm == vm)
-                found = conn.execute(query).first()
+                self._lock(conn)
+                table = self._read(conn)
+                before = dict(table)
+                yield table
+                if write:
+                    self._store(conn, before, table)
         except sa.exc.SQLAlchemyError as exc:
             raise RecordError(describe_failure(exc, self.db, "bind a host")) from None
-        return found is not None and (found.host, found.group) == (host, group)
 
-    def bound(self, group: str) -> dict[str, str]:
-        """VM name -> host, for the VMs bound to hosts of ``group``."""
+    def _lock(self, conn: Connection) -> None:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(self.pool))))
+        else:  # the first write of the transaction takes SQLite's write lock (busy_timeout)
+            conn.execute(host_bindings.update().where(sa.false()).values(group=self.pool))
+
+    def _read(self, conn: Connection) -> dict[str, str]:
         query = sa.select(host_bindings.c.vm, host_bindings.c.host).where(
-            host_bindings.c.group == group
+            host_bindings.c.group == self.pool
         )
-        with self.db.connect() as conn:
-            return {str(vm): str(host) for vm, host in conn.execute(query)}
+        return {str(vm): str(host) for vm, host in conn.execute(query)}
 
-    def release(self, vm: str) -> None:
-        with self.db.begin() as conn:
-            conn.execute(host_bindings.delete().where(host_bindings.c.vm == vm))
+    def _store(self, conn: Connection, before: Mapping[str, str], after: Mapping[str, str]) -> None:
+        gone = [vm for vm in before if after.get(vm) != before[vm]]
+        if gone:
+            conn.execute(
+                host_bindings.delete().where(
+                    host_bindings.c.group == self.pool, host_bindings.c.vm.in_(gone)
+                )
+            )
+        now = utcnow()
+        new = [
+            {"vm": vm, "host": host, "group": self.pool, "bound_at": now}
+            for vm, host in after.items()
+            if before.get(vm) != host
+        ]
+        if new:
+            conn.execute(host_bindings.insert(), new)

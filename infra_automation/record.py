@@ -252,15 +252,19 @@ def open_database(url: str, *, timeout: float = DEFAULT_TIMEOUT, upgrade: bool =
     """
     engine = create_engine(url, timeout=timeout)
     try:
-        current = current_revision(engine)
-        if current != head_revision():
-            if engine.dialect.name != "sqlite" and not upgrade:
-                engine.dispose()
-                raise ConfigurationError(
-                    f"the database {safe_url(engine.url)} is at revision {current or 'none'}, "
-                    f"this version needs {head_revision()}: run `infra db upgrade`"
-                )
-            upgrade_database(engine)
+        # SQLite: looked at under the migration lock, so that a process opening the file
+        # while another creates it (WAL switch, first migration) waits instead of failing.
+        with _migration_lock(engine):
+            current = current_revision(engine)
+            if current != head_revision():
+                if engine.dialect.name != "sqlite" and not upgrade:
+                    engine.dispose()
+                    raise ConfigurationError(
+                        f"the database {safe_url(engine.url)} is at revision "
+                        f"{current or 'none'}, this version needs {head_revision()}: "
+                        "run `infra db upgrade`"
+                    )
+                _upgrade(engine)
     except sa.exc.SQLAlchemyError as exc:
         engine.dispose()
         message = describe_failure(exc, engine, "open the database")
@@ -350,13 +354,18 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade_database(engine: Engine) -> tuple[str | None, str]:
     """Migrate the database to the newest revision; returns (from, to)."""
+    with _migration_lock(engine):
+        return _upgrade(engine)
+
+
+def _upgrade(engine: Engine) -> tuple[str | None, str]:
+    """:func:`upgrade_database` under the migration lock, which the caller holds."""
     from alembic import command
 
-    with _migration_lock(engine):
-        before = current_revision(engine)
-        if before != head_revision():
-            with engine.begin() as conn:
-                command.upgrade(_alembic_config(conn), "head")
+    before = current_revision(engine)
+    if before != head_revision():
+        with engine.begin() as conn:
+            command.upgrade(_alembic_config(conn), "head")
     return before, head_revision()
 
 
@@ -368,7 +377,12 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         yield
         return
-    with open(f"{database}.migrate-lock", "w") as handle:
+    try:
+        handle = open(f"{database}.migrate-lock", "a")  # noqa: SIM115 - held while yielding
+    except OSError:  # a folder we may not write in: reading needs no lock, writing fails later
+        yield
+        return
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine
 
 from infra_automation.exceptions import RunLocked
-from infra_automation.leases import HostBindings, Leases, holder_of
+from infra_automation.leases import DatabaseBindingStore, Leases, holder_of
 from infra_automation.record import open_database
 
 
@@ -90,14 +90,26 @@ def test_bad_ttl_is_refused(db: Engine) -> None:
         Leases(db, ttl=0)
 
 
-def test_host_bindings(db: Engine) -> None:
-    bindings = HostBindings(db)
-    assert bindings.bind("web1", "debian1", "debian")
-    assert bindings.bind("web1", "debian1", "debian")  # idempotent
-    assert not bindings.bind("web2", "debian1", "debian")  # the host is taken
-    assert not bindings.bind("web1", "debian2", "debian")  # web1 stands elsewhere
-    assert bindings.bind("web2", "debian2", "debian")
-    assert bindings.bound("debian") == {"web1": "debian1", "web2": "debian2"}
-    bindings.release("web1")
-    assert bindings.bound("debian") == {"web2": "debian2"}
-    assert bindings.bind("web3", "debian1", "debian")
+def test_host_bindings_are_kept_per_pool(db: Engine) -> None:
+    lab, other = DatabaseBindingStore(db, "lab/pool"), DatabaseBindingStore(db, "dc2/pool")
+    with lab.transaction(write=True) as table:
+        table.update({"web1": "debian1", "web2": "debian2"})
+    with other.transaction(write=True) as table:
+        assert table == {}
+        table["db1"] = "debian1"  # another pool's host of the same name
+    with lab.transaction(write=True) as table:
+        assert table == {"web1": "debian1", "web2": "debian2"}
+        del table["web1"]
+        table["web2"] = "debian3"  # moved
+    with lab.transaction(write=False) as table:
+        assert table == {"web2": "debian3"}
+        table["web9"] = "debian9"  # not stored: a read-only transaction
+    with lab.transaction(write=False) as table:
+        assert table == {"web2": "debian3"}
+    with pytest.raises(ValueError), lab.transaction(write=True) as table:
+        table["web4"] = "debian4"
+        raise ValueError("the block failed: nothing is stored")
+    with other.transaction(write=False) as table:
+        assert table == {"db1": "debian1"}
+    with lab.transaction(write=False) as table:
+        assert table == {"web2": "debian3"}

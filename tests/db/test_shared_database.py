@@ -136,6 +136,38 @@ def test_a_project_is_locked_per_database_and_resumed_from_another_root(
     store.engine.dispose()
 
 
+def test_host_bindings_hold_across_roots_sharing_the_database(
+    tmp_path: Path, database_url: str
+) -> None:
+    pool = {f"h{i}": {"groups": ["pool"]} for i in range(1, 5)}
+    inventory = {**INVENTORY, "groups": {"pool": {}}, "hosts": pool}
+    inventory["host_binding"] = {"kind": "pool", "group": "pool"}  # kept in the database
+    bind = step("bind", "test.bind", params={"count": 2, "seconds": 0.2})
+    roots = [make_root(tmp_path / name, [bind]) for name in ("r1", "r2", "r3")]
+    for root, project in zip(roots, ("p1", "p2", "p3"), strict=True):
+        (root / "inventories" / "lab" / "inventory.yml").write_text(yaml.safe_dump(inventory))
+        write_request(root, "slow", project=project)
+    open_database(database_url).dispose()  # migrated before the processes start
+
+    procs = [infra(root, database_url, "apply", "requests/slow.yml") for root in roots[:2]]
+    for proc in procs:  # two roots bind at the same time
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out + err
+    store = RunStore(open_database(database_url))
+    bound = {
+        vm: host
+        for run in store.list_runs()
+        for vm, host in store.get_run(run.id).step("bind").outputs["hosts"].items()
+    }
+    assert sorted(bound) == ["p1-vm-1", "p1-vm-2", "p2-vm-1", "p2-vm-2"]
+    assert sorted(bound.values()) == ["h1", "h2", "h3", "h4"]  # never one host twice
+
+    third = infra(roots[2], database_url, "apply", "requests/slow.yml")
+    out, err = third.communicate(timeout=120)
+    assert third.returncode == 1 and "no free host in group 'pool'" in out + err
+    assert not (roots[0] / "inventories" / "lab" / "generated").exists()  # not in a file
+
+
 def test_leases_never_overlap_over_four_processes(tmp_path: Path, database_url: str) -> None:
     open_database(database_url).dispose()  # migrated before the workers start
     markers = tmp_path / "markers"

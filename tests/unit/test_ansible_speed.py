@@ -240,7 +240,7 @@ def test_the_inventory_view_has_every_host_group_variable_and_bound_vm(tmp_path:
                         "password_secret": "h2_password",
                     },
                 },
-                "host_binding": {"kind": "pool", "group": "vm-pool"},
+                "host_binding": {"kind": "pool", "group": "vm-pool", "store": "file"},
             }
         )
     )

@@ -27,7 +27,7 @@ groups:
 hosts:
   h1: {groups: [pool], hostname: 127.0.0.1, port: 2301}
   h2: {groups: [pool], hostname: 127.0.0.1, port: 2302}
-host_binding: {kind: pool, group: pool}
+host_binding: {kind: pool, group: pool, store: file}
 """
 
 

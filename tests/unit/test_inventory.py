@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from db_backends import database
 
 from infra_automation.exceptions import ConfigurationError, TargetRejected
-from infra_automation.inventory import load_inventory
+from infra_automation.inventory import Inventory, load_inventory
+from infra_automation.leases import DatabaseBindingStore
+from infra_automation.record import open_database
 
 HAND = """\
 name: t
@@ -58,19 +63,59 @@ def test_unknown_group_or_host_is_a_clear_error(folder: Path) -> None:
         inv.select(hosts=["ghost"])
 
 
-def test_pool_binding_is_stable_dry_run_leaves_no_trace_release_frees(folder: Path) -> None:
-    inv = load_inventory(folder)
-    bindings = folder / "generated" / "bindings.json"
-    preview = inv.bind_host("shop-web-01", "10.20.0.11", dry_run=True)
-    assert preview.port == 2301 and not bindings.exists()
-    first = inv.bind_host("shop-web-01", "10.20.0.11")
-    assert (first.name, first.port, first.data["bound_to"]) == ("shop-web-01", 2301, "h1")
-    assert inv.bind_host("shop-web-01").port == 2301  # the same VM, the same host
-    assert inv.bind_host("shop-web-02").port == 2302
-    with pytest.raises(TargetRejected, match="no free host"):  # the pool refuses: rejected
-        inv.bind_host("shop-web-03")
-    inv.release_host("shop-web-01")
-    assert json.loads(bindings.read_text()) == {"shop-web-02": "h2"}
+STORES = ["file", "sqlite", "postgresql"]
+
+
+@contextmanager
+def _bound(
+    folder: Path, store: str, tmp_path: Path
+) -> Iterator[tuple[Inventory, Callable[[], dict[str, str]]]]:
+    """The pool inventory with its bindings in ``store``, and a reader of what is stored."""
+    if store == "file":
+        text = HAND.replace("group: pool}", "group: pool, store: file}")
+        (folder / "inventory.yml").write_text(text)
+        bindings = folder / "generated" / "bindings.json"
+        yield (
+            load_inventory(folder),
+            lambda: json.loads(bindings.read_text() or "{}") if bindings.exists() else {},
+        )
+        return
+    with database(store, tmp_path) as url:
+        db = open_database(url)
+        inv = load_inventory(folder)
+        inv.db = db
+        pool = DatabaseBindingStore(db, "t/pool")
+
+        def stored() -> dict[str, str]:
+            with pool.transaction(write=False) as table:
+                return dict(table)
+
+        try:
+            yield inv, stored
+        finally:
+            db.dispose()
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_pool_binding_is_stable_dry_run_leaves_no_trace_release_frees(
+    folder: Path, store: str, tmp_path: Path
+) -> None:
+    with _bound(folder, store, tmp_path) as (inv, stored):
+        preview = inv.bind_host("shop-web-01", "10.20.0.11", dry_run=True)
+        assert preview.port == 2301 and stored() == {}
+        first = inv.bind_host("shop-web-01", "10.20.0.11")
+        assert (first.name, first.port, first.data["bound_to"]) == ("shop-web-01", 2301, "h1")
+        assert inv.bind_host("shop-web-01").port == 2301  # the same VM, the same host
+        assert inv.bind_host("shop-web-02").port == 2302
+        with pytest.raises(TargetRejected, match="no free host"):  # the pool refuses: rejected
+            inv.bind_host("shop-web-03")
+        inv.release_host("shop-web-01")
+        assert stored() == {"shop-web-02": "h2"}
+
+
+def test_database_bindings_need_a_database(folder: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"in the database, and none is attached"):
+        load_inventory(folder).bind_host("shop-web-01")
 
 
 def test_static_binding_uses_the_vm_address(folder: Path) -> None:

@@ -127,6 +127,14 @@ class Workers:
                 assert time.monotonic() < deadline, worker.log.read_text()
                 time.sleep(0.1)
 
+    def dump(self) -> str:
+        """Every live worker's thread stacks (Celery logs them on SIGUSR1), and its log."""
+        for worker in self.started:
+            if worker.proc.poll() is None:
+                os.kill(worker.proc.pid, signal.SIGUSR1)
+        time.sleep(1)
+        return "\n".join(f"--- {w.log.name} {w.queues}\n{w.log.read_text()}" for w in self.started)
+
     def stop(self) -> None:
         for worker in self.started:
             if worker.proc.poll() is None:

@@ -82,7 +82,7 @@ def test_sigkilled_worker_during_a_play_leaves_no_orphan(
     workers.wait_ready()
 
     run_id = client.submit(engine, plan, docs=False)
-    _wait_running(engine, run_id, "play")
+    _wait_running(engine, run_id, "play", workers)
     deadline = time.monotonic() + 30
     while not _plays(root):
         assert time.monotonic() < deadline, "ansible-playbook did not start"

@@ -30,7 +30,9 @@ def _sleep(sid: str, seconds: float, needs: list[str]) -> dict[str, object]:
     return step(sid, "core.sleep", needs=needs, params={"seconds": seconds})
 
 
-def _wait_running(engine: Engine, run_id: str, sid: str, timeout: float = 30) -> str:
+def _wait_running(
+    engine: Engine, run_id: str, sid: str, workers: Workers, timeout: float = 30
+) -> str:
     """The worker (host:pid) running step ``sid`` once it runs."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -38,7 +40,8 @@ def _wait_running(engine: Engine, run_id: str, sid: str, timeout: float = 30) ->
         if record.status == "running" and record.worker:
             return record.worker
         time.sleep(0.05)
-    raise AssertionError(f"step {sid} did not start in {timeout}s")
+    steps = {s.step_id: s.status for s in engine.store.get_run(run_id).steps}
+    raise AssertionError(f"step {sid} did not start in {timeout}s: {steps}\n{workers.dump()}")
 
 
 def _started(engine: Engine, run_id: str) -> Counter[str]:
@@ -101,7 +104,7 @@ def test_sigkilled_worker_mid_step_the_run_completes(
         [_append("a", log, []), _sleep("long", 5, ["a"]), _append("b", log, ["long"])],
     )
     run_id = client.submit(engine, plan, docs=False)
-    killed = _pid_of(_wait_running(engine, run_id, "long"))
+    killed = _pid_of(_wait_running(engine, run_id, "long", workers))
     assert killed in (first.pid, second.pid)
     next(w for w in workers.started if w.pid == killed).kill()
 
@@ -132,7 +135,7 @@ def test_unsafe_step_interrupted_waits_for_resume(
         [_sleep("a", 0.1, []), _append("slow", log, ["a"], 5), _sleep("z", 0, ["slow"])],
     )
     run_id = client.submit(engine, plan, docs=False)
-    _wait_running(engine, run_id, "slow")
+    _wait_running(engine, run_id, "slow", workers)
     test.kill()
 
     result = client.follow(engine, run_id)
@@ -175,7 +178,7 @@ def test_killed_scheduler_run_is_resumed_by_another(
         engine, root, [_append("a", log, []), _sleep("b", 1.5, ["a"]), _sleep("c", 0.5, ["b"])]
     )
     run_id = client.submit(engine, plan, docs=False)
-    _wait_running(engine, run_id, "b")
+    _wait_running(engine, run_id, "b", workers)
     scheduler.kill()
     workers.start("runs")  # another scheduler
 

@@ -4,6 +4,8 @@
 - ``test.lockrecord``: locks the run record from another connection for ``seconds``
   (SQLite: an exclusive transaction; PostgreSQL: an exclusive lock on the steps table) and
   succeeds, so that the record cannot be written until the lock goes.
+- ``test.bind``: binds VMs ``<project>-vm-1..count`` to hosts of the inventory's pool
+  (``host_binding``), one at a time with a pause between, and outputs VM -> host.
 """
 
 from __future__ import annotations
@@ -97,5 +99,39 @@ def _hold(url: sa.URL, seconds: float, ready: threading.Event) -> None:
     engine.dispose()
 
 
+class BindParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    count: int = Field(default=1, ge=1)
+    seconds: float = Field(default=0.0, ge=0)
+
+
+class BindOutputs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    hosts: dict[str, str]
+
+
+class BindExecutor:
+    info = ExecutorInfo(
+        key="test.bind",
+        department="test",
+        description="Binds the project's VMs to hosts of the inventory's pool.",
+        params=BindParams,
+        outputs=BindOutputs,
+    )
+
+    def preview(self, ctx: StepContext) -> StepResult:
+        return self.apply(ctx)
+
+    def apply(self, ctx: StepContext) -> StepResult:
+        p = ctx.typed_params(BindParams)
+        hosts: dict[str, str] = {}
+        for i in range(1, p.count + 1):
+            vm = f"{ctx.project}-vm-{i}"
+            hosts[vm] = str(ctx.inventory.bind_host(vm, dry_run=ctx.check).data["bound_to"])
+            time.sleep(p.seconds)
+        return StepResult.success(changed=True, outputs={"hosts": hosts})
+
+
 register("test.append", AppendExecutor, replace=True)
+register("test.bind", BindExecutor, replace=True)
 register("test.lockrecord", LockRecordExecutor, replace=True)
