@@ -52,6 +52,7 @@ from infra_automation.executors.base import RunResources
 from infra_automation.executors.registry import REGISTRY, ExecutorRegistry
 from infra_automation.inventory import Inventory, load_inventory
 from infra_automation.leases import holder_of
+from infra_automation.metrics.capacity import check_capacity
 from infra_automation.planner import Plan, build_plan
 from infra_automation.record import (
     IMMEDIATE,
@@ -339,7 +340,8 @@ class Engine:
         resumed: str | None = None,
         changed: str = "rerun",
     ) -> str:
-        self.inventory(plan.request)  # a bad inventory is refused now, not on a worker
+        inventory = self.inventory(plan.request)  # a bad inventory is refused now, not on a worker
+        check_capacity(plan, inventory, self.db, self.settings.root)  # CapacityExceeded
         holder = holder_of(self.db, f"project:{plan.project}")
         if holder is not None:
             raise RunLocked(
@@ -463,6 +465,8 @@ class Engine:
         submitted: str | None = None,
     ) -> RunResult:
         inventory = self.inventory(plan.request)
+        if submitted is None:  # a submitted run was checked when it was queued
+            check_capacity(plan, inventory, self.db, self.settings.root)  # CapacityExceeded
         run_id = submitted or new_run_id()
         workers = parallel or self.settings.parallel
         ttl = self.settings.lease_ttl

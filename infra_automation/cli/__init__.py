@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import typer
 from rich.console import Console
 
+from infra_automation import logs
 from infra_automation.changes import ChangeType
 from infra_automation.cli import changes as changes_cli
 from infra_automation.cli import render
@@ -81,7 +82,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 app.command("server")(serve_command)
 app.command("worker")(worker_cmd)
-app.command("stats")(stats_cli.stats)
+app.add_typer(stats_cli.stats_app, name="stats")
 app.add_typer(stats_cli.incidents_app, name="incidents")
 app.command(
     "verify",
@@ -160,7 +161,12 @@ def _main(
             help="File holding the API token for --server (instead of $INFRA_TOKEN)",
         ),
     ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option("--log-format", envvar=logs.FORMAT_VARIABLE, help="Logs: text or json"),
+    ] = None,
 ) -> None:
+    _guard(lambda: logs.configure(log_format))  # json: run, step, project, department ids
     STATE.root, STATE.token_file = root, token_file
     STATE.server = _server_url(server) if server else None
     if STATE.server and ctx.invoked_subcommand in REMOTE_COMMANDS:
@@ -265,7 +271,8 @@ def _guard(fn: Callable[[], T]) -> T:
 
 
 def _engine(*, docs: bool = False, observers: list[Observer] | None = None) -> Engine:
-    return _guard(lambda: Engine(STATE.settings(), observers=observers or [], load_observers=docs))
+    watching = [*(observers or []), *logs.observers()]  # the JSON log of the run's events
+    return _guard(lambda: Engine(STATE.settings(), observers=watching, load_observers=docs))
 
 
 def _check_output(output: str, allowed: tuple[str, ...]) -> None:

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from infra_automation import logs
 from infra_automation.config import Settings
 from infra_automation.exceptions import InfraError
 from infra_automation.identity import (
@@ -84,6 +85,7 @@ def serve_command(
         app = create_app(_settings(), workers=workers, secure_cookies=secure_cookies)
     except InfraError as exc:
         raise _fail(str(exc)) from None
+    logs.for_server(app)  # --log-format json: the runs' events and uvicorn's lines as JSON
     serve(app, host=host, port=port)
 
 

@@ -6,14 +6,20 @@
 breaches against ``sla.yml``). ``--since``/``--until``: a span back from now (``90m``,
 ``12h``, ``30d``) or an ISO 8601 date or time (UTC unless it says otherwise).
 
+``infra stats capacity [--project P] [--request FILE] [--output text|json]`` prints the
+headroom of every pool (:mod:`infra_automation.metrics.capacity`): IPAM VLANs and subnets,
+the vCenter cluster's vCPUs and memory, the datastore, the guest hosts; with ``--request``
+also what that request would take and whether it fits (the dry run's pre-flight).
+
 Exit codes: 0 (also with breaches: they are figures, not failures), 1 the record cannot be
-read, 2 invalid input (a bad option, an invalid ``sla.yml``, an unknown incident): nothing
-is written.
+read, 2 invalid input (a bad option, an invalid ``sla.yml``, an unknown incident; for
+``capacity --request``, a request that does not fit, as its dry run would be refused):
+nothing is written.
 
 The main CLI wires them as::
 
     from infra_automation.cli import stats as stats_cli
-    app.command("stats")(stats_cli.stats)
+    app.add_typer(stats_cli.stats_app, name="stats")
     app.add_typer(stats_cli.incidents_app, name="incidents")
 """
 
@@ -25,6 +31,7 @@ import io
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -36,8 +43,10 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from infra_automation.config import Settings, load_settings
+from infra_automation.engine import Engine as InfraEngine
 from infra_automation.events import utcnow
 from infra_automation.exceptions import InfraError, RecordError
+from infra_automation.inventory import load_inventory
 from infra_automation.metrics import (
     SLA_FILE,
     Incident,
@@ -47,6 +56,15 @@ from infra_automation.metrics import (
     derive_incidents,
     load_history,
     load_targets,
+)
+from infra_automation.metrics.capacity import (
+    SOURCES,
+    CapacityCheck,
+    CapacityContext,
+    Headroom,
+    amount,
+    assess,
+    read_headroom,
 )
 from infra_automation.metrics.report import Figures
 from infra_automation.metrics.sla import parse_moment
@@ -59,6 +77,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 incidents_app = typer.Typer(help="Incidents: failed runs and drift.", add_completion=False)
+stats_app = typer.Typer(
+    help="Service levels (infra stats) and capacity (infra stats capacity).",
+    add_completion=False,
+)
 
 RootOpt = Annotated[
     Path | None,
@@ -72,6 +94,7 @@ DepartmentOpt = Annotated[
 ]
 
 
+@stats_app.callback(invoke_without_command=True)
 def stats(
     ctx: typer.Context,
     since: SinceOpt = "30d",
@@ -85,7 +108,9 @@ def stats(
     root: RootOpt = None,
 ) -> None:
     """Lead times, OLA waits, step durations, change and incident figures, DORA's five
-    metrics and SLA breaches, over a time range."""
+    metrics and SLA breaches, over a time range (``infra stats capacity``: the pools)."""
+    if ctx.invoked_subcommand is not None:
+        return
     _check_output(output, ("text", "json", "csv"))
     start, end = _range(since, until)
     settings = _settings(root or _parent_root(ctx))
@@ -102,6 +127,52 @@ def stats(
         typer.echo(to_csv(report), nl=False)
     else:
         _print_report(report)
+
+
+@stats_app.command("capacity")
+def capacity(
+    ctx: typer.Context,
+    project: ProjectOpt = None,
+    request: Annotated[
+        Path | None, typer.Option("--request", "-r", help="What this request would take")
+    ] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+    root: RootOpt = None,
+) -> None:
+    """Headroom of every pool the catalog draws on (IPAM, vCenter cluster and datastore,
+    guest hosts): used, per project and free; with --request, whether it fits."""
+    _check_output(output, ("text", "json"))
+    settings = _settings(root or _parent_root(ctx))
+    engine = InfraEngine(settings, load_observers=False)
+    try:
+        found = _capacity(engine, settings, request)
+    except InfraError as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+    finally:
+        engine.close()
+    headroom = found.headroom.for_project(project) if project else found.headroom
+    if output == "json":
+        data = found.to_dict() if request is not None else {}
+        typer.echo(json.dumps(redact({**data, **headroom.to_dict()}), indent=2))
+    else:
+        _print_capacity(headroom, found if request is not None else None, project)
+    if request is not None and not found.fits:
+        raise typer.Exit(EXIT_INVALID)
+
+
+def _capacity(engine: InfraEngine, settings: Settings, request: Path | None) -> CapacityCheck:
+    """The headroom of every pool and, for ``request``, its demand (nothing is refused)."""
+    if request is None:
+        inventory = load_inventory(settings.inventory)
+        inventory.db = engine.db  # the host bindings may be kept in the record
+        return CapacityCheck(read_headroom(CapacityContext(inventory, engine.db, settings.root)))
+    plan = engine.plan(engine.load_request(request))
+    ctx = CapacityContext(engine.inventory(plan.request), engine.db, settings.root)
+    found = assess(plan, ctx)
+    read = {p.source for p in found.headroom.pools} | {u.source for u in found.headroom.unreadable}
+    rest = read_headroom(ctx, [s for s in SOURCES if s not in read])
+    pools = found.headroom.pools + rest.pools
+    return replace(found, headroom=Headroom(pools, found.headroom.unreadable + rest.unreadable))
 
 
 @incidents_app.command("list")
@@ -317,6 +388,47 @@ def _breaches_table(report: StatsReport) -> Table:
             escape(cause),
         )  # fmt: skip
     return table
+
+
+def _print_capacity(headroom: Headroom, check: CapacityCheck | None, project: str | None) -> None:
+    title = "Capacity" + (f" used by project {project}" if project else "")
+    table = Table(title=title, title_justify="left")
+    for column in ("pool", "capacity", "used", "free", "used %", "", "top projects"):
+        table.add_column(column)
+    for pool in headroom.pools:
+        share = pool.used_share
+        top = sorted(pool.by_project.items(), key=lambda item: -item[1])[:3]
+        table.add_row(
+            escape(pool.id) + ("" if pool.enforced else " (advisory)"),
+            amount(pool.capacity, pool.unit),
+            amount(pool.used, pool.unit),
+            amount(pool.free, pool.unit),
+            _percent(share),
+            _bar(share),
+            escape(", ".join(f"{name} {amount(n, pool.unit)}" for name, n in top) or "-"),
+        )
+    out.print(table)
+    for source in headroom.unreadable:
+        out.print(f"[bold yellow]unknown[/] {escape(source.source)}: {escape(source.reason)}")
+    if check is None:
+        return
+    for pool_id, needed in sorted(check.needed.items()):
+        known = headroom.pool(pool_id)
+        unit = known.unit if known else ""
+        out.print(f"the request needs {escape(amount(needed, unit))} of {escape(pool_id)}")
+    for reason in check.unknown:
+        out.print(f"[yellow]not counted[/]: {escape(reason)}")
+    for shortfall in check.shortfalls:
+        verdict = "refused" if shortfall.pool.enforced else "advisory"
+        out.print(f"[bold red]{verdict}[/]: {escape(shortfall.message())}")
+    out.print("[bold green]fits[/]" if check.fits else "[bold red]does not fit[/]")
+
+
+def _bar(share: float | None, width: int = 20) -> str:
+    if share is None:
+        return ""
+    filled = min(width, round(share * width))
+    return "#" * filled + "." * (width - filled)
 
 
 def _print_incidents(found: list[Incident]) -> None:

@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from infra_automation import logs
 from infra_automation.engine import Engine
 from infra_automation.exceptions import ConfigurationError
 from infra_automation.planner import Plan
@@ -54,6 +55,7 @@ def worker_cmd(
     from infra_automation.workers.worker import serve
 
     settings = _guard(STATE.settings)
+    logs.for_celery(settings.database_url)  # --log-format json: tasks log their run and step
     chosen = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     _guard(lambda: serve(settings, chosen, concurrency=concurrency, events=events))
 

@@ -24,7 +24,7 @@ from infra_automation.changes import ChangeService
 from infra_automation.events import utcnow
 from infra_automation.exceptions import RequestValidationError
 from infra_automation.identity import Role
-from infra_automation.portal import actions, csrf, forms, views
+from infra_automation.portal import actions, csrf, dashboard, forms, views
 from infra_automation.portal.pages import may, render, templates
 from infra_automation.portal.picture import nodes_of, svg
 from infra_automation.request import Request as InfraRequest
@@ -35,6 +35,7 @@ from infra_automation.server.state import Caller, ServerState, StateDep
 from infra_automation.validation import NAME_RE
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
+router.add_api_route("/dashboard", dashboard.dashboard_page, methods=["GET"])  # the charts
 Csrf = Annotated[None, Depends(csrf.require_csrf)]
 VisibleRun = Annotated[str, Depends(visible_run)]
 ProjectName = Annotated[str, Path(pattern=NAME_RE.pattern)]

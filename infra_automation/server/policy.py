@@ -92,6 +92,7 @@ PORTAL_RULES: Mapping[tuple[str, str], Rule] = {
     ("POST", "/runs/{run_id}/resume"): Rule("resume a run (portal)", {E: ALL}),
     ("GET", "/projects"): Rule("the projects page", READERS),
     ("GET", "/projects/{project}"): Rule("a project's page", READERS),
+    ("GET", "/dashboard"): Rule("service levels and capacity as charts", READERS),
     ("GET", "/approvals"): Rule("the changes waiting for approval", APPROVERS),
     ("GET", "/changes/{change_id}"): Rule("a change's page", READERS),
     ("POST", "/changes/{change_id}/approve"): Rule("approve a change", APPROVERS),
