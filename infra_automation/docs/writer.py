@@ -29,6 +29,7 @@ from infra_automation.docs.ledger import (
     StepRecord,
 )
 from infra_automation.docs.pictures import PlanBox, plan_picture
+from infra_automation.docs.quality import quality
 from infra_automation.docs.safety import MARKDOWN_HELPERS, display, slug
 from infra_automation.docs.sections import PAGES, SECTIONS, Section, SectionRegistry
 from infra_automation.exceptions import ConfigurationError
@@ -112,6 +113,7 @@ class DocsWriter:
         base = _base(ledger)
         by_page = self._sections(ledger)
         summary = {**_overview(ledger), **handover(ledger), **_failures(ledger)}
+        summary.update(quality(self.root, ledger.project))  # the Quality section (the record)
         summary["history"] = _history(ledger)["runs"][:5]
         groups = [(PAGES[stem], by_page.get(stem, [])) for stem in PAGES]
         return [

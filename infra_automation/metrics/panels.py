@@ -32,6 +32,8 @@ def duration_text(seconds: float | None) -> str:
     """``1h 39m``, ``57m``, ``42s``, ``2d 3h``; ``-`` without a value."""
     if seconds is None:
         return "-"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
     whole = round(seconds)
     if whole < 60:
         return f"{whole}s"
