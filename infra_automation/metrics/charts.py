@@ -186,8 +186,8 @@ def meters(chart_id: str, title: str, items: Sequence[Meter], *, width: int = 56
     """One meter per pool: the share used, coloured by how full it is."""
     if not items:
         return _empty(chart_id, title, width)
-    label_w, row, top = 190, 26, 28
-    plot = width - label_w - 150
+    label_w, row, top = 170, 26, 28
+    plot = width - label_w - 200
     height = top + row * len(items) + 6
     parts = [_open(chart_id, title, width, height, len(items))]
     for n, item in enumerate(items):
