@@ -10,7 +10,7 @@
 
 Every event is redacted (:func:`infra_automation.secrets.redact`) and handed, in order, to
 the run record, then to the observers given to the engine (e.g. the progress view), then to
-the observers of the ``infra_automation.observers`` entry-point group (``factory(root)``;
+the observers of the ``infra_automation.observers`` entry-point group (``factory(root, db)``;
 the docs writer). An observer that raises is logged, reported as an ``observer.error`` event
 in the record and detached (it gets no further events); the run goes on.
 
@@ -593,7 +593,7 @@ class Engine:
         errors: list[tuple[str, str]] = []
         if not self.load_observers:
             return errors
-        for name, observer, error in load_entry_point_observers(self.settings.root):
+        for name, observer, error in load_entry_point_observers(self.settings.root, self.db):
             if observer is None:
                 errors.append((name, error))
             else:
@@ -608,12 +608,15 @@ def _emit_quietly(bus: EventBus, event: Event) -> None:
         bus.emit(event)
 
 
-def load_entry_point_observers(root: Path) -> list[tuple[str, Observer | None, str]]:
-    """``(name, observer or None, error)`` for each ``infra_automation.observers`` entry."""
+def load_entry_point_observers(
+    root: Path, db: SqlEngine
+) -> list[tuple[str, Observer | None, str]]:
+    """``(name, observer or None, error)`` for each ``infra_automation.observers`` entry
+    (``factory(root, db)``: the project root and the run database)."""
     out: list[tuple[str, Observer | None, str]] = []
     for ep in entry_points(group=OBSERVER_GROUP):
         try:
-            out.append((ep.name, ep.load()(root), ""))
+            out.append((ep.name, ep.load()(root, db), ""))
         except Exception as exc:  # a broken plugin must not stop runs
             out.append((ep.name, None, f"{type(exc).__name__}: {exc}"))
     return out

@@ -2,8 +2,9 @@
 
 Observers see every event of a run, in order per step. Observers are found through the
 ``infra_automation.observers`` entry-point group; each factory is called with the project
-root (``Path``) and returns an :class:`Observer`. Payloads (``Event.data``), JSON-safe and
-already passed through :func:`infra_automation.secrets.redact`:
+root (``Path``) and the run database (a SQLAlchemy ``Engine``) and returns an
+:class:`Observer`. Payloads (``Event.data``), JSON-safe and already passed through
+:func:`infra_automation.secrets.redact`:
 
 - ``run.started``   service, project, requester, check (bool), parallel, resumed_from
                     (run id or None), request (the validated request: service, project,

@@ -190,6 +190,17 @@ host_bindings = sa.Table(
 )
 
 
+# The as-built state of each project (its docs ledger: infra_automation.docs.ledger), the
+# document the docs pages, the API and the portal are rendered from.
+project_states = sa.Table(
+    "infra_project_state",
+    metadata,
+    sa.Column("project", sa.String(100), primary_key=True),
+    sa.Column("ledger", Document, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+
 FINISHED_COLUMNS = (
     "status",
     "changed",

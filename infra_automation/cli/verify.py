@@ -71,7 +71,7 @@ def verify(
     settings = _settings(root or _parent_root(ctx))
     engine = Engine(settings, load_observers=False)
     try:
-        reports = _verify(engine, project, junit, parallel, [] if no_docs else _observers(settings))
+        reports = _verify(engine, project, junit, parallel, [] if no_docs else _observers(engine))
     finally:
         engine.close()
     _report(reports, output, junit)
@@ -91,8 +91,8 @@ def _settings(root: Path | None) -> Settings:
     return settings
 
 
-def _observers(settings: Settings) -> list[Observer]:
-    loaded = load_entry_point_observers(settings.root)
+def _observers(engine: Engine) -> list[Observer]:
+    loaded = load_entry_point_observers(engine.settings.root, engine.db)
     for name, _, error in loaded:
         if error:
             err.print(f"warning: observer {name} not loaded: {error}", markup=False)

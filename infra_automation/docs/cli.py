@@ -9,10 +9,11 @@ import typer
 from rich.console import Console
 
 from infra_automation.config import load_settings
-from infra_automation.docs.ledger import LedgerStore
+from infra_automation.docs.ledger import ledger_store
 from infra_automation.docs.site import build_site, mkdocs_available
 from infra_automation.docs.writer import DocsWriter
 from infra_automation.exceptions import InfraError
+from infra_automation.record import open_database
 from infra_automation.secrets import redact
 
 app = typer.Typer(help="As-built project documentation.", no_args_is_help=True)
@@ -32,11 +33,14 @@ def build(
         typer.Option("--root", help="Project root (default: infra --root, $INFRA_ROOT or .)."),
     ] = None,
 ) -> None:
-    """Rewrite docs/projects/ from the ledgers in .infra/docs/ (and build the site)."""
+    """Rewrite docs/projects/ from the projects' as-built state in the run database (and
+    build the site)."""
     try:
-        base = load_settings(root or ctx.find_root().params.get("root")).root
-        store = LedgerStore.for_root(base)
-        if project and not store.path(project).is_file():
+        settings = load_settings(root or ctx.find_root().params.get("root"))
+        base = settings.root
+        db = open_database(settings.database_url, timeout=settings.database_timeout)
+        store = ledger_store(base, db)
+        if project and not store.has(project):
             known = ", ".join(store.projects()) or "none"
             _error(f"--project: no docs ledger for {project!r} (known: {known})")
             raise typer.Exit(2)
@@ -52,7 +56,7 @@ def build(
             if not mkdocs_available():
                 _error("mkdocs is not installed: pip install 'infra-automation[docs]'")
                 raise typer.Exit(2)
-            out.print(f"site: {build_site(base)}", markup=False)
+            out.print(f"site: {build_site(base, ledgers=store)}", markup=False)
     except InfraError as exc:
         _error(str(exc))
         raise typer.Exit(1) from exc

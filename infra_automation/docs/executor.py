@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from infra_automation.docs.ledger import LedgerStore
+from infra_automation.docs.ledger import ledger_store
 from infra_automation.docs.site import build_site, mkdocs_available
 from infra_automation.docs.writer import DocsWriter
 from infra_automation.exceptions import InfraError
@@ -47,7 +47,7 @@ class DocsExecutor:
 
     def apply(self, ctx: StepContext) -> StepResult:
         params = ctx.typed_params(DocsParams)
-        store = LedgerStore.for_root(ctx.root)
+        store = ledger_store(ctx.root, ctx.db)
         writer = DocsWriter(ctx.root)
         try:
             ledger = store.load(ctx.project)
@@ -55,7 +55,8 @@ class DocsExecutor:
             pages = writer.write_project(ledger)
             writer.write_index(store.all())
             changed = before != _snapshot(writer, ctx.project)
-            site = build_site(ctx.root) if params.site and mkdocs_available() else None
+            build = params.site and mkdocs_available()
+            site = build_site(ctx.root, ledgers=store) if build else None
         except InfraError as exc:
             return StepResult.failure(str(exc))
         except OSError as exc:

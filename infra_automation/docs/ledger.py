@@ -1,4 +1,6 @@
-"""The as-built ledger: one JSON file per project, folded from run events.
+"""The as-built ledger: one document per project, folded from run events, kept in the run
+database (``infra_project_state``, :class:`DatabaseLedgerStore`) so that the server, the
+workers and every checkout sharing the database render the same state.
 
 The ledger holds what the docs are rendered from:
 
@@ -14,7 +16,10 @@ The ledger holds what the docs are rendered from:
   the short history of earlier ones (newest last, at most :data:`VERIFICATIONS_KEPT`).
 
 Everything is scrubbed (:func:`~infra_automation.docs.safety.scrub`) on the way in, so the
-ledger never holds a secret either. Files are written atomically (temp file + rename).
+ledger never holds a secret either. Without a database (a library caller folding events by
+hand) ledgers are files, ``<root>/.infra/docs/<project>.json``, written atomically
+(:class:`LedgerStore`); a database store still reads a project's file until it writes that
+project (ledgers written before they moved to the database are kept).
 """
 
 from __future__ import annotations
@@ -22,14 +27,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from infra_automation.docs.safety import scrub, scrub_text, slug
-from infra_automation.events import Event
+from infra_automation.events import Event, utcnow
 from infra_automation.exceptions import ConfigurationError
 from infra_automation.files import write_atomic
+from infra_automation.record import describe_failure, project_states, runs
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 
@@ -439,6 +449,30 @@ _HANDLERS = {
 # --------------------------------------------------------------------------- storage
 
 
+class Ledgers(Protocol):
+    """Where ledgers are kept: the database (:class:`DatabaseLedgerStore`) or files."""
+
+    def load(self, project: str) -> ProjectLedger: ...
+
+    def save(self, ledger: ProjectLedger) -> object: ...
+
+    def has(self, project: str) -> bool: ...
+
+    def projects(self) -> list[str]: ...
+
+    def all(self) -> Iterator[ProjectLedger]: ...
+
+    def broken(self) -> list[tuple[object, str]]: ...
+
+    def find_run(self, run_id: str) -> str | None: ...
+
+
+def ledger_store(root: Path, db: Engine | None) -> Ledgers:
+    """The ledgers of the project root ``root``: in ``db`` when there is one, else files."""
+    files = LedgerStore.for_root(root)
+    return files if db is None else DatabaseLedgerStore(db, files=files)
+
+
 class LedgerStore:
     """Ledgers as ``<folder>/<project>.json`` (default ``<root>/.infra/docs``)."""
 
@@ -463,6 +497,9 @@ class LedgerStore:
         write_atomic(path, ledger.model_dump_json(indent=2) + "\n")
         return path
 
+    def has(self, project: str) -> bool:
+        return self.path(project).is_file()
+
     def projects(self) -> list[str]:
         return sorted(ledger.project for ledger in self.all())
 
@@ -475,9 +512,9 @@ class LedgerStore:
             except ConfigurationError as exc:
                 log.warning("%s", exc)
 
-    def broken(self) -> list[tuple[Path, str]]:
+    def broken(self) -> list[tuple[object, str]]:
         """The ledgers that cannot be read, with the reason."""
-        found: list[tuple[Path, str]] = []
+        found: list[tuple[object, str]] = []
         for path in self._paths():
             try:
                 self._read(path)
@@ -506,3 +543,100 @@ class LedgerStore:
             raise ConfigurationError(f"{path}: not a readable docs ledger: {reasons}") from exc
         except OSError as exc:
             raise ConfigurationError(f"{path}: not a readable docs ledger: {exc}") from exc
+
+
+class DatabaseLedgerStore:
+    """Ledgers as rows of ``infra_project_state`` (project, ledger document, updated_at).
+
+    ``files``: the ledger files of the root, read for a project the database does not hold
+    yet (written before ledgers moved to the database); the next save moves it over."""
+
+    def __init__(self, db: Engine, *, files: LedgerStore | None = None) -> None:
+        self.db = db
+        self.files = files
+
+    def load(self, project: str) -> ProjectLedger:
+        row = self._row(project)
+        if row is not None:
+            return _parse(project, row)
+        if self.files is not None and self.files.has(project):
+            return self.files.load(project)
+        return ProjectLedger(project=project)
+
+    def save(self, ledger: ProjectLedger) -> str:
+        values = {
+            "project": ledger.project,
+            "ledger": ledger.model_dump(mode="json"),
+            "updated_at": utcnow(),
+        }
+        try:
+            with self.db.begin() as conn:
+                done = conn.execute(
+                    project_states.update()
+                    .where(project_states.c.project == ledger.project)
+                    .values(**values)
+                )
+                if not done.rowcount:
+                    conn.execute(project_states.insert().values(**values))
+        except sa.exc.SQLAlchemyError as exc:
+            message = describe_failure(exc, self.db, "save the docs ledger")
+            raise ConfigurationError(message) from None
+        return ledger.project
+
+    def has(self, project: str) -> bool:
+        return self._row(project) is not None or bool(self.files and self.files.has(project))
+
+    def projects(self) -> list[str]:
+        return sorted(ledger.project for ledger in self.all())
+
+    def all(self) -> Iterator[ProjectLedger]:
+        """Every readable ledger (a broken one is logged and left out, see :meth:`broken`)."""
+        stored = self._rows()
+        for project, document in stored.items():
+            try:
+                yield _parse(project, document)
+            except ConfigurationError as exc:
+                log.warning("%s", exc)
+        if self.files is not None:
+            yield from (x for x in self.files.all() if x.project not in stored)
+
+    def broken(self) -> list[tuple[object, str]]:
+        found: list[tuple[object, str]] = []
+        for project, document in self._rows().items():
+            try:
+                _parse(project, document)
+            except ConfigurationError as exc:
+                found.append((project, str(exc)))
+        return found + (self.files.broken() if self.files is not None else [])
+
+    def find_run(self, run_id: str) -> str | None:
+        """The project of a run: from the run record, else from the ledgers' histories."""
+        with self.db.connect() as conn:
+            project = conn.execute(sa.select(runs.c.project).where(runs.c.id == run_id)).scalar()
+        if project:
+            return str(project)
+        return next((x.project for x in self.all() if x.run(run_id) is not None), None)
+
+    def _row(self, project: str) -> Any:
+        query = sa.select(project_states.c.ledger).where(project_states.c.project == project)
+        with self.db.connect() as conn:
+            return conn.execute(query).scalar()
+
+    def _rows(self) -> dict[str, Any]:
+        query = sa.select(project_states.c.project, project_states.c.ledger).order_by(
+            project_states.c.project
+        )
+        with self.db.connect() as conn:
+            return {str(p): doc for p, doc in conn.execute(query)}
+
+
+def _parse(project: str, document: Any) -> ProjectLedger:
+    try:
+        return ProjectLedger.model_validate(document)
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigurationError(
+            f"the docs ledger of project {project!r} is not readable: {reasons}"
+        ) from exc

@@ -1,7 +1,8 @@
 """The docs observer: folds run events into the project's ledger and rewrites its pages.
 
 Built by the engine from the ``infra_automation.observers`` entry point as
-``DocsObserver(root)``. The ledger and pages are rewritten after ``run.started``, after each
+``DocsObserver(root, db)``: the ledgers are kept in the run database ``db`` (files under the
+root when ``db`` is None). The ledger and pages are rewritten after ``run.started``, after each
 ``step.finished`` (so a crash leaves the docs current up to that step), on ``run.finished``
 and on ``verify.finished`` (``infra verify``: the pages' Verification section).
 """
@@ -11,12 +12,16 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from infra_automation.docs.ledger import LedgerStore, ProjectLedger, apply_event
+from infra_automation.docs.ledger import Ledgers, ProjectLedger, apply_event, ledger_store
 from infra_automation.docs.site import build_site
 from infra_automation.docs.writer import DocsWriter
 from infra_automation.events import Event
 from infra_automation.exceptions import InfraError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 WRITE_ON = frozenset({"run.started", "step.finished", "run.finished", "verify.finished"})
@@ -25,9 +30,11 @@ WRITE_ON = frozenset({"run.started", "step.finished", "run.finished", "verify.fi
 class DocsObserver:
     """An :class:`~infra_automation.events.Observer` that keeps as-built docs current."""
 
-    def __init__(self, root: Path, *, store: LedgerStore | None = None) -> None:
+    def __init__(
+        self, root: Path, db: Engine | None = None, *, store: Ledgers | None = None
+    ) -> None:
         self.root = Path(root)
-        self.store = store or LedgerStore.for_root(self.root)
+        self.store = store or ledger_store(self.root, db)
         self.writer = DocsWriter(self.root)
         self._projects: dict[str, str] = {}
         self._sites: dict[str, Path] = {}  # run id -> site a docs.build step built in it
@@ -64,7 +71,7 @@ class DocsObserver:
             if site and data.get("status") == "success":
                 self._sites[event.run_id] = Path(str(site))
         elif event.kind == "run.finished" and event.run_id in self._sites:
-            build_site(self.root, site_dir=self._sites.pop(event.run_id))
+            build_site(self.root, site_dir=self._sites.pop(event.run_id), ledgers=self.store)
         elif event.kind == "verify.finished":
             self._rebuild_project_site(str(event.data.get("project") or ""))
 
@@ -74,7 +81,7 @@ class DocsObserver:
         for resource in ledger.state.values():
             site = resource.outputs.get("site_path") if resource.executor == "docs.build" else None
             if site:
-                build_site(self.root, site_dir=Path(str(site)))
+                build_site(self.root, site_dir=Path(str(site)), ledgers=self.store)
                 return
 
     def write(self, ledger: ProjectLedger) -> None:

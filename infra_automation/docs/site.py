@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from infra_automation.docs.ledger import LedgerStore
+from infra_automation.docs.ledger import Ledgers, LedgerStore
 from infra_automation.docs.writer import DocsWriter, docs_dir
 from infra_automation.exceptions import RenderError
 from infra_automation.files import write_atomic
@@ -80,6 +80,7 @@ def build_site(
     site_dir: Path | None = None,
     strict: bool = True,
     timeout: float = 600,
+    ledgers: Ledgers | None = None,
 ) -> Path:
     """Run ``mkdocs build [--strict]`` for ``root``; returns the site folder.
 
@@ -88,7 +89,7 @@ def build_site(
     config = ensure_config(root)
     writer = DocsWriter(root)
     if not (writer.projects_dir / "index.md").is_file():  # docs/index.md links to it
-        writer.write_index(LedgerStore.for_root(root).all())
+        writer.write_index((ledgers or LedgerStore.for_root(root)).all())
     site = site_dir or root / "site"
     command = [sys.executable, "-m", "mkdocs", "build", "-f", str(config), "-d", str(site)]
     if strict:

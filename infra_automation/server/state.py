@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from infra_automation.docs.ledger import LedgerStore
+from infra_automation.docs.ledger import Ledgers, ledger_store
 from infra_automation.docs.writer import DocsWriter
 from infra_automation.engine import Engine
 from infra_automation.identity import IdentityStore
@@ -26,8 +26,8 @@ class ServerState:
     poll_interval: float = 0.1  # seconds between reads of new events for a live stream
 
     @property
-    def ledgers(self) -> LedgerStore:
-        return LedgerStore.for_root(self.engine.settings.root)
+    def ledgers(self) -> Ledgers:
+        return ledger_store(self.engine.settings.root, self.engine.db)
 
     @property
     def docs(self) -> DocsWriter:

@@ -10,6 +10,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from infra_automation.config import load_settings
+from infra_automation.docs.ledger import ProjectLedger, ledger_store
+from infra_automation.record import open_database
+
 ROOT = Path(__file__).resolve().parents[2]
 CONTENT = ("catalog", "templates", "playbooks", "tasks", "requests")
 
@@ -22,6 +26,15 @@ def make_root(base: Path, inventory: Path) -> Path:
     shutil.copytree(ROOT / "docs", base / "docs", ignore=shutil.ignore_patterns("projects"))
     (base / "infra.toml").write_text(f'inventory = "{inventory}"\n')
     return base
+
+
+def as_built(root: Path, project: str) -> ProjectLedger:
+    """The project's as-built state (its docs ledger) from the root's run database."""
+    db = open_database(load_settings(root, env={}).database_url)
+    try:
+        return ledger_store(root, db).load(project)
+    finally:
+        db.dispose()
 
 
 def write_request(root: Path, name: str, body: str) -> Path:

@@ -19,11 +19,11 @@ import pytest
 import yaml
 
 from infra_automation.config import load_settings
-from infra_automation.docs.ledger import LedgerStore
 from infra_automation.engine import Engine
 from infra_automation.inventory import load_inventory
 from infra_automation.lab import Lab
 from infra_automation.results import RunResult
+from tests.integration.landscape_root import as_built
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,7 +132,7 @@ def test_second_run_appends_history_without_duplicates(
     history = read(root, project, "history.md")
     assert history.count(f"## Run {first.run_id}:") == 1
     assert history.count(f"## Run {second.run_id}:") == 1
-    ledger = LedgerStore.for_root(root).load(project)
+    ledger = as_built(root, project)
     assert [r.run_id for r in ledger.runs][:2] == [first.run_id, second.run_id]
     # The unchanged second run still shows what the first one applied.
     assert f"Configuration applied (run {first.run_id})" in read(root, project, "appendix.md")
@@ -174,7 +174,7 @@ def test_decommission_is_documented(root: Path, project: str, runs: list[RunResu
     overview = read(root, project, "index.md")
     assert "| State | decommissioned |" in overview
     assert "## Removed resources" in overview
-    assert LedgerStore.for_root(root).load(project).state == {}
+    assert as_built(root, project).state == {}
 
 
 def router_command(lab: Lab, device: str, command: str) -> str:

@@ -197,7 +197,7 @@ def test_no_docs_flag_disables_entry_point_observers(
 ) -> None:
     loaded: list[Path] = []
 
-    def fake(root_dir: Path) -> list[tuple[str, object, str]]:
+    def fake(root_dir: Path, db: object) -> list[tuple[str, object, str]]:
         loaded.append(root_dir)
         return []
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from infra_automation.config import load_settings
-from infra_automation.docs.ledger import LedgerStore
+from infra_automation.docs.ledger import LedgerStore, ProjectLedger, ledger_store
 from infra_automation.engine import Engine
 
 SERVICE = """\
@@ -53,6 +53,16 @@ def engine(root: Path) -> Engine:
     return Engine(load_settings(root, env={}), load_observers=True)
 
 
+def ledger_of(root: Path, project: str = "shop") -> ProjectLedger:
+    """The project's as-built state, from the run database (no ledger file is written)."""
+    eng = engine(root)
+    try:
+        assert not LedgerStore.for_root(root).has(project)
+        return ledger_store(root, eng.db).load(project)
+    finally:
+        eng.close()
+
+
 def run(root: Path, *, check: bool = False) -> str:
     eng = engine(root)
     try:
@@ -96,7 +106,7 @@ def test_engine_run_failure_then_resume_is_documented(root: Path) -> None:
     assert f"| Resumed from | `{failed}` |" in history
     assert "pg-docs-231" in read(root, "appendix.md")
     assert "[http://127.0.0.1:8080/](http://127.0.0.1:8080/)" in read(root, "appendix.md")
-    ledger = LedgerStore.for_root(root).load("shop")
+    ledger = ledger_of(root)
     assert {s.id: s.status for s in ledger.plan} == dict.fromkeys(
         ["prepare", "configure", "finish", "docs"], "success"
     )
@@ -110,7 +120,7 @@ def test_engine_dry_run_is_history_only(root: Path) -> None:
     history = read(root, "history.md")
     assert f"## Run {dry}: success (dry run)" in history
     assert f"## Run {applied}: success" in history
-    ledger = LedgerStore.for_root(root).load("shop")
+    ledger = ledger_of(root)
     assert ledger.plan_run_id == applied
     assert all(r.run_id == applied for r in ledger.state.values())
 

@@ -254,7 +254,7 @@ def test_an_observer_that_raises_is_logged_and_detached(
     req = request_for("obs", [step("a"), step("b", needs=["a"])])
     seen = Collector()
 
-    def fake_load(root: Path) -> list[tuple[str, Any, str]]:
+    def fake_load(root: Path, db: Any) -> list[tuple[str, Any, str]]:
         assert root == settings.root
         return [("broken", Broken(), ""), ("good", seen, ""), ("missing", None, "ImportError: x")]
 
@@ -286,7 +286,7 @@ def test_entry_point_observers_are_skipped_when_disabled(
 ) -> None:
     req = request_for("noobs", [step("a")])
 
-    def fail(root: Path) -> list[tuple[str, Any, str]]:
+    def fail(root: Path, db: Any) -> list[tuple[str, Any, str]]:
         raise AssertionError("observers must not be loaded")
 
     monkeypatch.setattr(engine_module, "load_entry_point_observers", fail)

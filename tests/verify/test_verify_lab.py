@@ -23,7 +23,7 @@ import yaml
 
 from infra_automation.inventory import Inventory, load_inventory
 from infra_automation.lab import Lab
-from tests.integration.landscape_root import make_root, write_request
+from tests.integration.landscape_root import as_built, make_root, write_request
 
 pytestmark = pytest.mark.lab
 PROJECT = f"vfy{random.randint(100, 999)}"
@@ -118,7 +118,7 @@ def test_fresh_landscape_is_in_sync(root: Path) -> None:
 def test_out_of_band_changes_are_drift_with_the_difference(
     root: Path, inventory: Inventory
 ) -> None:
-    ledger = json.loads((root / ".infra" / "docs" / f"{PROJECT}.json").read_text())
+    ledger = as_built(root, PROJECT).model_dump(mode="json")
     subnet = ledger["state"]["ipam"]["outputs"]["subnet"]
     vm = ledger["state"]["vms"]["outputs"]["vms"][0]
     bound = ledger["state"]["web"]["outputs"]["hosts"][VM]["bound_to"]
