@@ -61,13 +61,13 @@ def root(tmp_path: Path) -> Path:
     return base
 
 
-def env_for(root: Path, database_url: str) -> dict[str, str]:
+def env_for(root: Path, database_url: str, ttl: float = TTL) -> dict[str, str]:
     return {
         **os.environ,
         "INFRA_ROOT": str(root),
         "INFRA_DATABASE_URL": database_url,
         "INFRA_BROKER_URL": redis_url(),
-        "INFRA_LEASE_TTL": str(TTL),
+        "INFRA_LEASE_TTL": str(ttl),
         "INFRA_PLUGINS": "infra_test_plugin",
         "PYTHONPATH": os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")]),
     }
@@ -97,6 +97,7 @@ class Workers:
     database_url: str
     folder: Path
     started: list[Worker] = field(default_factory=list)
+    ttl: float = TTL  # the workers' lease TTL (short: a killed worker's leases expire fast)
 
     def queue(self, name: str) -> str:
         """This test's queue of department ``name`` (or 'runs')."""
@@ -111,7 +112,7 @@ class Workers:
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [*cmd, "--concurrency", str(concurrency)],
-                env=env_for(self.root, self.database_url),
+                env=env_for(self.root, self.database_url, self.ttl),
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
