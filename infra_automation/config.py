@@ -14,6 +14,8 @@ Read, later sources winning, from defaults, ``<root>/infra.toml`` and the enviro
     database_timeout = 30   # seconds a database write waits for a lock before the run fails
     broker_url = "redis://127.0.0.1:6379/0"   # Celery broker: runs go to `infra worker`s
     scheduler_queue = "runs"   # the queue of "schedule this run" (workers serving it schedule)
+    verify_every = "1h"        # `infra worker --beat`: verify every project this often (off)
+    drift_webhook = "https://hooks.example/drift"   # POST when verify finds drift (off)
 
     [queues]                   # department -> Celery queue (default: the department's name)
     os = "ansible"
@@ -62,6 +64,8 @@ class Settings:
     broker_url: str | None = None
     queues: Mapping[str, str] = field(default_factory=dict)
     scheduler_queue: str = "runs"
+    verify_every: str | None = None  # e.g. "1h" (infra_automation.workers.beat parses it)
+    drift_webhook: str | None = None
 
     def queue_of(self, department: str) -> str:
         """The Celery queue that carries the steps of ``department``."""
@@ -69,6 +73,7 @@ class Settings:
 
 
 QUEUE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+DURATION = r"^([1-9][0-9]*[smhd])+$"  # "90s", "15m", "1h30m", "1d"
 
 
 class _FileSettings(BaseModel):
@@ -86,6 +91,8 @@ class _FileSettings(BaseModel):
     broker_url: str | None = None
     scheduler_queue: str = Field(default="runs", pattern=QUEUE_NAME)
     queues: dict[str, Annotated[str, Field(pattern=QUEUE_NAME)]] = Field(default_factory=dict)
+    verify_every: str | None = Field(default=None, pattern=DURATION)
+    drift_webhook: str | None = Field(default=None, pattern=r"^https?://\S+$")
 
 
 def load_settings(root: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -111,6 +118,8 @@ def load_settings(root: str | Path | None = None, env: Mapping[str, str] | None 
         broker_url=env.get("INFRA_BROKER_URL") or spec.broker_url or None,
         queues=dict(spec.queues),
         scheduler_queue=spec.scheduler_queue,
+        verify_every=spec.verify_every,
+        drift_webhook=spec.drift_webhook,
     )
 
 

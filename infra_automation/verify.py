@@ -27,6 +27,11 @@ expected, found, diff, reason, error_kind) and ``verify.finished`` (project, sta
 the checks that are not in sync, started_at, finished_at, duration). Observers (the docs)
 see the same events. :func:`latest_verifications` reads them back.
 
+*Drift webhook*: with ``drift_webhook`` in ``infra.toml``, a recorded verification posts
+drift that appears or changes, and the return to in sync
+(:mod:`infra_automation.verify_webhook`). *On a schedule*: ``verify_every`` and
+``infra worker --beat`` (:mod:`infra_automation.workers.beat`).
+
 *Exit codes* (:meth:`VerifyReport.exit_code`): 0 every resource in sync, 3 something drifted
 (even if other resources are unverifiable: a known difference comes first), 1 nothing drifted
 but something could not be verified (or the verification itself failed); the CLI uses 2 for
@@ -323,6 +328,13 @@ def recorded_state(engine: Engine, project: str) -> RecordedState:
     return RecordedState(project, plan, steps, based_on, missing)
 
 
+def has_recorded_state(engine: Engine, project: str) -> bool:
+    """Whether the record says ``project`` has something to verify: an applied run since
+    its last successful decommission (the scheduled verify passes over the others)."""
+    listed = [r for r in engine.store.list_runs(project, limit=HISTORY_LIMIT) if not r.check]
+    return bool(_since_decommission(listed))
+
+
 def _since_decommission(runs: Sequence[RunRecord]) -> list[RunRecord]:
     """The applied runs (newest first) after the last successful decommission."""
     kept: list[RunRecord] = []
@@ -442,6 +454,7 @@ class Verification:
     observers: Sequence[Observer] = ()
     parallel: int = 8
     record: bool = True
+    webhook: bool = True  # post drift to ``drift_webhook`` (recorded verifications only)
     _resources: RunResources = field(default_factory=RunResources)
 
     def run(self, project: str) -> VerifyReport:
@@ -450,7 +463,7 @@ class Verification:
         state = recorded_state(self.engine, project)
         verify_id = new_verify_id()
         recorder = RunRecorder(self.engine.db) if self.record else None
-        emit = _Emitter(verify_id, recorder, self.observers)
+        emit = _Emitter(verify_id, recorder, self._observers())
         started = utcnow()
         emit("verify.started", _started_payload(state))
         results: tuple[StepVerification, ...] = ()
@@ -469,6 +482,15 @@ class Verification:
         if recorder is not None:
             recorder.close()
         return report if emit.error is None else replace(report, error=emit.error)
+
+    def _observers(self) -> list[Observer]:
+        """The caller's observers, then the drift webhook when one is configured."""
+        settings = self.engine.settings
+        if not (self.webhook and self.record and settings.drift_webhook):
+            return list(self.observers)
+        from infra_automation.verify_webhook import observers_for  # httpx only when used
+
+        return [*self.observers, *observers_for(settings, self.engine.db)]
 
     def _verify_all(
         self, state: RecordedState, verify_id: str, emit: _Emitter

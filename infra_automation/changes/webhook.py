@@ -8,6 +8,9 @@ it never stops a change. The body::
      "state": "approved", "actor": "carol", "reason": "...", "at": "<ISO 8601>",
      "service": "...", "project": "...", "type": "normal", "risk": "medium",
      "requester": "...", "flagged": false}
+
+:func:`post_json` is the delivery itself, shared with the drift webhook of ``infra verify``
+(:mod:`infra_automation.verify_webhook`): one way to POST, one way to log a failure.
 """
 
 from __future__ import annotations
@@ -50,6 +53,35 @@ def payload(view: ChangeView, change: StateChange) -> dict[str, Any]:
     }
 
 
+def post_json(
+    url: str,
+    body: Mapping[str, Any],
+    *,
+    label: str,
+    about: str = "",
+    headers: Mapping[str, str] | None = None,
+    timeout: float = TIMEOUT,
+) -> bool:
+    """POST ``body`` as JSON; whether the receiver took it (a 2xx answer). A receiver that is
+    down, slow or answers an error is logged as a warning ``<label> <url>: <error> (<about>)``
+    with the URL stripped of its query and credentials; the body and the headers (a token)
+    are never logged."""
+    try:
+        response = httpx.post(url, json=dict(body), headers=dict(headers or {}), timeout=timeout)
+        response.raise_for_status()
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        log.warning("%s %s: %s (%s)", label, _shown(url), type(exc).__name__, about)
+        return False
+    return True
+
+
+def _shown(url: str) -> str:
+    try:
+        return str(httpx.URL(url).copy_with(query=None, userinfo=b""))
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "(unparsable URL)"
+
+
 class Webhook:
     """A :data:`~infra_automation.changes.store.Notify` that POSTs each state change."""
 
@@ -58,15 +90,8 @@ class Webhook:
         self.timeout = timeout
 
     def __call__(self, view: ChangeView, change: StateChange) -> None:
-        try:
-            response = httpx.post(self.url, json=payload(view, change), timeout=self.timeout)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            where = httpx.URL(self.url).copy_with(query=None, userinfo=b"")
-            log.warning(
-                "change webhook %s: %s (change %s, state %s)",
-                where,
-                type(exc).__name__,
-                change.change_id[:12],
-                change.state,
-            )
+        about = f"change {change.change_id[:12]}, state {change.state}"
+        post_json(
+            self.url, payload(view, change), label="change webhook", about=about,
+            timeout=self.timeout,
+        )  # fmt: skip

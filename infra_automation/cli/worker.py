@@ -49,6 +49,15 @@ def worker_cmd(
     events: Annotated[
         bool, typer.Option("--events", "-E", help="Send Celery task events (for flower)")
     ] = False,
+    beat: Annotated[
+        bool,
+        typer.Option(
+            "--beat",
+            "-B",
+            help="Also run the beat: verify every project each verify_every (infra.toml); "
+            "several beats verify a project once",
+        ),
+    ] = False,
 ) -> None:
     """Start a worker: run the steps of the given queues (and schedule runs for 'runs')."""
     from infra_automation.cli import STATE, _guard
@@ -57,7 +66,7 @@ def worker_cmd(
     settings = _guard(STATE.settings)
     logs.for_celery(settings.database_url)  # --log-format json: tasks log their run and step
     chosen = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-    _guard(lambda: serve(settings, chosen, concurrency=concurrency, events=events))
+    _guard(lambda: serve(settings, chosen, concurrency=concurrency, events=events, beat=beat))
 
 
 def apply_work(*, check: bool, parallel: int | None, detach: bool, docs: bool, output: str) -> Work:

@@ -9,6 +9,7 @@ from celery import Celery
 from infra_automation.config import Settings
 from infra_automation.exceptions import ConfigurationError
 from infra_automation.secrets import safe_url
+from infra_automation.workers.beat import beat_schedule
 
 __all__ = ["RUN_STEP", "SCHEDULE_RUN", "Celery", "make_app"]
 SCHEDULE_RUN = "infra.schedule_run"
@@ -46,6 +47,7 @@ def _conf(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {"visibility_timeout": 3600},
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
+        "beat_schedule": beat_schedule(settings),  # verify_every: `infra worker --beat`
     }
 
 

@@ -7,11 +7,13 @@ import os
 from collections.abc import Sequence
 
 from infra_automation.config import Settings
-from infra_automation.engine import Engine
+from infra_automation.engine import Engine, load_entry_point_observers
+from infra_automation.events import Observer
 from infra_automation.exceptions import ConfigurationError, InfraError
 from infra_automation.executors.registry import EXTRAS, REGISTRY, ExecutorRegistry
 from infra_automation.secrets import remember_url_password
 from infra_automation.workers.app import make_app
+from infra_automation.workers.beat import bind_verify_tasks, enable_beat, require_interval
 from infra_automation.workers.service import SchedulerService
 from infra_automation.workers.tasks import WorkerContext, bind_tasks
 
@@ -74,12 +76,16 @@ def serve(
     *,
     concurrency: int = 4,
     events: bool = False,
+    beat: bool = False,
     registry: ExecutorRegistry | None = None,
 ) -> None:
-    """Run a worker in this process until it is stopped (SIGTERM: warm shutdown)."""
+    """Run a worker in this process until it is stopped (SIGTERM: warm shutdown); with
+    ``beat``, also the beat schedule of ``verify_every`` (:mod:`~.beat`)."""
     registry = registry or REGISTRY
     remember_url_password(settings.broker_url or "")
     chosen = choose_queues(settings, registry, queues)
+    if beat:
+        require_interval(settings)  # ConfigurationError: nothing to schedule
     app = make_app(settings)
     context = WorkerContext(engine=Engine(settings, registry=registry, load_observers=False))
     context.engine.db  # noqa: B018 - open (and check) the database before taking work
@@ -87,7 +93,19 @@ def serve(
         context.service = SchedulerService(settings, app, registry)
         context.service.start()
     bind_tasks(app, context)
+    bind_verify_tasks(app, context.engine, _docs_observers(context.engine))
     argv = ["worker", "-Q", ",".join(chosen), "-c", str(concurrency), "-P", "threads"]
     argv += ["-n", f"infra-{os.getpid()}@%h", "--without-gossip", "--without-mingle"]
     argv += ["--loglevel", "INFO", *(["-E"] if events else [])]
+    if beat:
+        enable_beat(app)
     app.worker_main(argv)
+
+
+def _docs_observers(engine: Engine) -> list[Observer]:
+    """The entry-point observers (the docs writer) for scheduled verifications."""
+    return [
+        obs
+        for _, obs, _ in load_entry_point_observers(engine.settings.root, engine.db)
+        if obs is not None
+    ]

@@ -136,7 +136,9 @@ def test_out_of_band_changes_are_drift_with_the_difference(
     assert "-power_state: poweredOn\n+power_state: poweredOff" in machine["diff"]
     nginx = found[("service nginx", VM)]
     assert nginx["state"] == "drifted" and "+stopped" in nginx["diff"]
-    assert found[("backup schedule", VM)]["state"] == "drifted"
+    backup = found[("backup schedule", VM)]
+    assert backup["state"] == "drifted" and "+(no cron line runs the backup)" in backup["diff"]
+    assert f"infra-backup-{PROJECT}" in backup["expected"]
     site = next(c for (r, _), c in found.items() if r.startswith("site "))
     assert site["state"] == "drifted"
     index = (root / "docs" / "projects" / PROJECT / "index.md").read_text()
