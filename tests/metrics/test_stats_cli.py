@@ -23,7 +23,7 @@ RANGE = ["--since", "2026-11-01", "--until", "2026-11-08"]
 def cli() -> typer.Typer:
     """Wired exactly as the main CLI wires them (see the module doc of cli/stats.py)."""
     app = typer.Typer()
-    app.command("stats")(stats_cli.stats)
+    app.add_typer(stats_cli.stats_app, name="stats")
     app.add_typer(stats_cli.incidents_app, name="incidents")
     return app
 
