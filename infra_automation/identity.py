@@ -174,6 +174,16 @@ class IdentityStore:
             raise ConfigurationError(f"user {name!r} exists already") from None
         return User(name, role, assigned)
 
+    def set_password(self, name: str, password: str) -> None:
+        """Replace the password of user ``name`` (ConfigurationError if there is none)."""
+        digest = PASSWORDS.hash(check_password(password))
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                users.update().where(users.c.name == name).values(password_hash=digest)
+            )
+        if not done.rowcount:
+            raise ConfigurationError(f"no user {name!r}")
+
     def get_user(self, name: str) -> User | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(users).where(users.c.name == name)).first()

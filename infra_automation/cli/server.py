@@ -119,6 +119,23 @@ def add_user(
     out.print(f"added {escape(user.name)} as {user.role.value}{escape(shown)}")
 
 
+@users_app.command("passwd")
+def set_password(
+    name: Annotated[str, typer.Argument(help="User name")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin")
+    ] = False,
+) -> None:
+    """Set a user's password; asks for it (or reads it from stdin)."""
+    try:
+        password = check_password(_read_password(password_stdin))
+        with _identity() as identity:
+            identity.set_password(name, password)
+    except InfraError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"password of {escape(name)} changed")
+
+
 @users_app.command("list")
 def list_users() -> None:
     """Users, their roles and projects."""

@@ -90,3 +90,21 @@ def test_bad_user_input_exits_2_and_writes_nothing(
     code, _, err = invoke(root, "users", "add", *args, "--password-stdin", stdin=stdin)
     assert code == 2 and problem in err
     assert store(root).list_users() == []
+
+
+def test_users_passwd_replaces_the_password(root: Path) -> None:
+    add = ("users", "add", "jane", "--role", "tam", "--password-stdin")
+    assert invoke(root, *add, stdin="long enough password\n")[0] == 0
+    code, out, _ = invoke(
+        root, "users", "passwd", "jane", "--password-stdin", stdin="another one, long\n"
+    )
+    assert code == 0 and "password of jane changed" in out
+    identity = store(root)
+    assert identity.check_password("jane", "another one, long") is not None
+    assert identity.check_password("jane", "long enough password") is None
+    code, _, err = invoke(
+        root, "users", "passwd", "nobody", "--password-stdin", stdin="long enough password\n"
+    )
+    assert code == 2 and "no user 'nobody'" in err
+    code, _, err = invoke(root, "users", "passwd", "jane", "--password-stdin", stdin="short\n")
+    assert code == 2 and "password" in err
