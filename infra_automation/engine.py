@@ -47,7 +47,7 @@ from infra_automation import pinning
 from infra_automation.catalog import Catalog, load_catalog
 from infra_automation.config import Settings
 from infra_automation.events import Event, Observer, utcnow
-from infra_automation.exceptions import ConfigurationError, RecordError, RunLocked
+from infra_automation.exceptions import CatalogError, ConfigurationError, RecordError, RunLocked
 from infra_automation.executors.base import RunResources
 from infra_automation.executors.registry import REGISTRY, ExecutorRegistry
 from infra_automation.inventory import Inventory, load_inventory
@@ -511,11 +511,19 @@ class Engine:
             "request": plan.request.to_dict(),
             "plan": plan.summary(),
             "revision": pinning.content_revision(
-                plan, env.root, catalog_file=self.catalog().sources.get(plan.service)
+                plan, env.root, catalog_file=self._catalog_file(plan.service)
             ),
             "rerun": [{"step": c.step_id, "kind": c.kind, "reason": c.reason} for c in changes],
         }
         return Event(run_id=env.run_id, kind="run.started", data=data)
+
+    def _catalog_file(self, service: str) -> Path | None:
+        """The catalog file of ``service``; None for a plan built without the catalog (a
+        library caller's :func:`build_plan`), whose folder may not even exist."""
+        try:
+            return self.catalog().sources.get(service)
+        except CatalogError:
+            return None
 
     def _execute(
         self,
