@@ -148,3 +148,20 @@ def test_redaction_masks_secrets_in_any_value_and_by_key() -> None:
     assert masked["err"] == f"auth {MASK}" and masked["path"] == f"/x/{MASK}"
     assert masked["n"] == 3 and masked["api_key"] == MASK and masked["tags"] == [MASK]
     assert redact(Path("/plain")) == Path("/plain")  # no secret: the value is kept as is
+
+
+def test_ansible_sees_the_vms_bound_in_the_database(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from infra_automation.ansible_plugins.inventory.infra_inventory import _view
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    monkeypatch.setenv("INFRA_ROOT", str(tmp_path))
+    monkeypatch.setenv("INFRA_DATABASE_URL", url)
+    db = open_database(url)
+    with DatabaseBindingStore(db, "t/pool").transaction(write=True) as table:
+        table["shop-web-01"] = "h2"
+    db.dispose()
+    hosts = _view(folder)["all"]["hosts"]
+    assert hosts["shop-web-01"]["bound_to"] == "h2"
+    assert hosts["shop-web-01"]["ansible_port"] == 2302

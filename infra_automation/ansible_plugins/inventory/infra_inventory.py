@@ -5,8 +5,10 @@ enable_plugins``). Ansible hands it each ``inventory.yml`` of the source folder;
 folder as the engine does (:func:`infra_automation.inventory.load_inventory`: the hand-written
 file with ``generated/*.yml`` merged over it) and adds what
 :func:`infra_automation.departments.ansible.inventory_view` says: the hosts, their groups
-(``-`` becomes ``_``), their data and connection variables, and the VM hosts bound so far.
-Secrets are never read: a host with a password keeps a reference to an extra variable.
+(``-`` becomes ``_``), their data and connection variables, and the VM hosts bound so far
+(read from the run database of the project root, ``$INFRA_ROOT`` or the current folder, when
+the inventory keeps its bindings there). Secrets are never read: a host with a password keeps
+a reference to an extra variable.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from typing import Any
 from ansible.errors import AnsibleParserError  # type: ignore[import-untyped]
 from ansible.plugins.inventory import BaseInventoryPlugin  # type: ignore[import-untyped]
 
+from infra_automation.config import load_settings
 from infra_automation.departments.ansible import inventory_view
-from infra_automation.exceptions import ConfigurationError
+from infra_automation.exceptions import ConfigurationError, RecordError
 from infra_automation.inventory import HAND_WRITTEN, load_inventory
+from infra_automation.record import open_database
 
 DOCUMENTATION = r"""
 name: infra_inventory
@@ -39,8 +43,8 @@ class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
     def parse(self, inventory: Any, loader: Any, path: str, cache: bool = True) -> None:
         super().parse(inventory, loader, path, cache)
         try:
-            view = inventory_view(load_inventory(Path(path).parent))
-        except ConfigurationError as exc:
+            view = _view(Path(path).parent)
+        except (ConfigurationError, RecordError) as exc:
             raise AnsibleParserError(f"{path}: {exc}") from exc
         top = view["all"]
         for name, hostvars in top["hosts"].items():
@@ -51,3 +55,17 @@ class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
             self.inventory.add_group(group)
             for name in members["hosts"]:
                 self.inventory.add_child(group, name)
+
+
+def _view(folder: Path) -> dict[str, Any]:
+    """The inventory as Ansible sees it, bound VMs from the database when they live there."""
+    inventory = load_inventory(folder)
+    binding = inventory.spec.host_binding
+    if binding.kind != "pool" or binding.store != "database":
+        return inventory_view(inventory)
+    settings = load_settings()
+    inventory.db = open_database(settings.database_url, timeout=settings.database_timeout)
+    try:
+        return inventory_view(inventory)
+    finally:
+        inventory.db.dispose()
