@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from landscape_root import make_root, write_request
-from test_landscape_lab import edge_bgp_prefixes, infra
+from test_landscape_lab import edge_bgp_prefixes, infra, page
 
 from infra_automation.inventory import load_inventory
 from infra_automation.lab import Lab
@@ -60,7 +60,11 @@ def test_a_failed_landscape_resumes_without_redoing_finished_steps(lab: Lab, roo
     assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-3000:]
     second = json.loads(resumed.stdout)
     assert second["status"] == "success"
-    assert second["steps"]["web"]["outputs"]["urls"]
+    urls = second["steps"]["web"]["outputs"]["urls"]
+    assert urls
+    for url in urls:  # read back from the host (a pool host may have served another project)
+        body = page(url)
+        assert f'<strong id="project">{PROJECT}</strong>' in body and "(fpm-fcgi)" in body
     record = json.loads(infra(root, "runs", "show", second["run_id"], "--output", "json").stdout)
     reused = {s["id"] for s in record["steps"] if s["reused"]}
     assert reused == {"ipam"}  # finished before: not run again, its allocation flowed on
