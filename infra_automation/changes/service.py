@@ -19,12 +19,22 @@ change record and decides:
   edited catalog): it is voided with its approvals, and this change waits for approval.
 - ``waiting`` — a normal change without its approvals (``missing`` lists them).
 - ``run`` — standard (while its service's history holds), emergency (flagged until a
-  retrospective approval), or normal with its approvals: the caller runs ``outcome.plan``.
+  retrospective approval), or normal with its approvals: the caller runs ``outcome.plan``,
+  best through :meth:`ChangeService.claim` (approved -> implementing: from then on the
+  change can be neither rejected nor voided) and :meth:`ChangeService.finish`.
+
+The conflict check and the write of the change are one transaction
+(:meth:`~infra_automation.changes.store.ChangeStore.admit`). A change left ``implementing``
+by a process that died (no live run of its project, claimed more than
+:data:`CLAIM_GRACE` ago) is recorded ``failed`` by the next gate, so it holds its items no
+longer. Each state change also reaches the project's documentation history
+(:class:`~infra_automation.docs.changes.ChangeDocs`) when the engine writes docs.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -45,12 +55,12 @@ from infra_automation.changes.policy import (
 )
 from infra_automation.changes.store import (
     OPEN,
-    REOPENABLE,
     Approval,
     ChangeStore,
     ChangeView,
     Notify,
     State,
+    StateChange,
 )
 from infra_automation.changes.webhook import Webhook, webhook_url
 from infra_automation.engine import Engine
@@ -59,12 +69,18 @@ from infra_automation.exceptions import ChangeError, ConfigurationError
 from infra_automation.inventory import HAND_WRITTEN
 from infra_automation.pinning import content_revision
 from infra_automation.planner import Plan
-from infra_automation.record import runs
+from infra_automation.record import live_runs, runs
 from infra_automation.request import Request
 from infra_automation.results import RunResult
 
+log = logging.getLogger(__name__)
 EXIT_WAITING = 3  # the change waits for approval (also after a void)
 EXIT_REFUSED = 4  # the change may not run (rejected, conflict, window, self-approval, ...)
+CLAIM_GRACE = timedelta(minutes=2)  # from a claim until its run must hold the project lease
+
+
+class ChangeRefused(ChangeError):
+    """The change may not run: it is not approved (waiting, rejected, voided, implementing)."""
 
 
 class Decision(enum.StrEnum):
@@ -115,13 +131,26 @@ class ChangeService:
         webhook: str | None = None,
         notify: Notify | None = None,
         clock: Clock = utcnow,
+        docs: bool | None = None,
     ) -> None:
+        """``docs``: write each state change to the project's documentation history
+        (default: when the engine loads its observers, i.e. writes docs for its runs)."""
         self.engine = engine
         self.clock = clock
         url = webhook or webhook_url()
         if notify is None and url:
             notify = Webhook(url)
-        self.store = ChangeStore(engine.db, **({"notify": notify} if notify else {}))
+        observers = [notify] if notify is not None else []
+        self.docs: Notify | None = None
+        if engine.load_observers if docs is None else docs:
+            from infra_automation.docs.changes import ChangeDocs  # docs need no change code
+
+            self.docs = ChangeDocs(engine.settings.root, self._changes_of)
+            observers.append(self.docs)
+        self.store = ChangeStore(engine.db, notify=_fan_out(observers))
+
+    def _changes_of(self, project: str) -> list[ChangeView]:
+        return self.store.changes(project=project, limit=1000)
 
     # --- policy -------------------------------------------------------------------------
 
@@ -256,18 +285,27 @@ class ChangeService:
         change_id: str | None,
         now: datetime,
     ) -> GateOutcome:
+        self.recover_interrupted()
         previous = self._previous(record, change_id)
         voided = self._void(previous, record) if previous is not None else None
-        conflict = self._conflict(record, previous)
-        view = self._current(record, conflict, voided)
+        state, reason = _proposed(record)
+        ignore = frozenset({previous.id}) if previous is not None else frozenset()
+        admitted = self.store.admit(
+            record, state, reason=reason, supersedes=voided or "", ignore=ignore
+        )
+        view = admitted.change
         base = GateOutcome(Decision.REFUSED, "", view, plan, dry_run, voided)
         if view.state is State.REJECTED:
             return replace(base, reason=f"change {_short(view)} was rejected: {view.reason}")
+        if view.state is State.IMPLEMENTING:
+            reason = f"change {_short(view)} is being implemented by a run already"
+            return replace(base, reason=reason)
+        conflict = admitted.conflict
         if conflict is not None:
             reason = (
-                f"change {_short(view)} overlaps the open change {_short(conflict)} "
-                f"({conflict.record.service} for {conflict.record.project}, "
-                f"{conflict.state}) on {', '.join(_shared(record, conflict))}"
+                f"change {_short(view)} overlaps the {conflict.state} change {_short(conflict)} "
+                f"({conflict.record.service} for {conflict.record.project}, requested by "
+                f"{conflict.record.requester}) on {', '.join(admitted.shared)}"
             )
             return replace(base, reason=reason, conflict=conflict.id)
         view = self._settle(view, policy, now)
@@ -275,6 +313,8 @@ class ChangeService:
         if view.state is State.WAITING:
             decision = Decision.VOIDED if voided else Decision.WAITING
             reason = f"change {_short(view)} waits for approval by {', '.join(missing)}"
+            if record.type_reason:
+                reason += f" ({record.type_reason})"
             if voided:
                 reason = f"change {voided[:12]} was voided (its dry run changed); " + reason
             return replace(base, decision=decision, reason=reason, change=view, missing=missing)
@@ -329,40 +369,6 @@ class ChangeService:
             return None
         self.store.void_approvals(previous.id, reason)
         return previous.id
-
-    def _conflict(self, record: ChangeRecord, previous: ChangeView | None) -> ChangeView | None:
-        """The oldest open change, other than this one, sharing a configuration item."""
-        skip = {record.id, previous.id if previous else ""}
-        for view in self.store.open_changes():
-            if view.id not in skip and _shared(record, view):
-                return view
-        return None
-
-    def _current(
-        self, record: ChangeRecord, conflict: ChangeView | None, voided: str | None
-    ) -> ChangeView:
-        """The stored change of ``record``: created, reopened, or as it is."""
-        if conflict is not None:
-            state, reason = State.REFUSED, f"overlaps the open change {conflict.id[:12]}"
-        elif record.change_type is ChangeType.NORMAL:
-            state, reason = State.WAITING, "waits for approval"
-        else:
-            state, reason = State.APPROVED, f"{record.change_type} change: runs at once"
-        if record.type_reason:
-            reason = f"{reason} ({record.type_reason})"
-        existing = self.store.find(record.id)
-        if existing is None:
-            actor = record.requester
-            return self.store.insert(
-                record, state, actor=actor, reason=reason, supersedes=voided or ""
-            )
-        if existing.state in REOPENABLE:
-            self.store.void_approvals(existing.id, f"reopened from {existing.state}")
-            moved = self._move(existing, state, f"proposed again: {reason}", REOPENABLE)
-            return moved
-        if conflict is not None and existing.state in OPEN:
-            return self._move(existing, state, reason, OPEN)
-        return existing
 
     def _settle(self, view: ChangeView, policy: Policy, now: datetime) -> ChangeView:
         """A normal change is approved once its approvals suffice, waiting again if they
@@ -438,6 +444,8 @@ class ChangeService:
                 )
             )
         view = self._settle(self.store.get(view.id), policy, now)
+        if self.docs is not None and view.state is State.WAITING:  # no state change told them
+            _fan_out([self.docs])(view, view.history[-1])
         missing = self.missing(view, policy, now)
         return ApprovalResult(True, f"approved by {approver}", view, missing)
 
@@ -494,8 +502,64 @@ class ChangeService:
 
     # --- after the run ------------------------------------------------------------------
 
+    def claim(self, change_id: str) -> ChangeView:
+        """Just before its run starts: approved -> implementing, so that the change can be
+        neither rejected nor voided any more. ChangeRefused when it is not approved (it was
+        rejected, voided, or claimed by another run meanwhile): it must not run."""
+        moved = self.store.move(
+            change_id,
+            State.IMPLEMENTING,
+            actor="infra",
+            reason="its run starts",
+            expect=frozenset({State.APPROVED}),
+        )
+        if moved is None:
+            view = self.store.get(change_id)
+            raise ChangeRefused(
+                f"change {_short(view)} is {view.state} ({view.reason}): it does not run"
+            )
+        return moved
+
+    def release(self, change_id: str, reason: str) -> ChangeView | None:
+        """A claimed change whose run did not start (nothing ran): approved again."""
+        return self.store.move(
+            change_id,
+            State.APPROVED,
+            actor="infra",
+            reason=reason,
+            expect=frozenset({State.IMPLEMENTING}),
+        )
+
+    def abandon(self, change_id: str, reason: str) -> ChangeView | None:
+        """A claimed change whose run stopped without a result: failed (proposing it again
+        reopens it, waiting for approvals again if it is normal)."""
+        return self.store.move(
+            change_id,
+            State.FAILED,
+            actor="infra",
+            reason=reason,
+            expect=frozenset({State.IMPLEMENTING}),
+        )
+
+    def recover_interrupted(self) -> list[str]:
+        """Changes left implementing by a process that died: failed. Returns their ids."""
+        claimed = self.store.changes(states=(State.IMPLEMENTING,), limit=1000)
+        stale = [v for v in claimed if utcnow() - v.updated_at > CLAIM_GRACE]
+        if not stale:
+            return []
+        with self.engine.db.connect() as conn:
+            live = live_runs(conn)
+            query = sa.select(runs.c.project).where(runs.c.id.in_(live)).distinct()
+            busy = set(conn.execute(query).scalars()) if live else set()
+        done = []
+        for view in (v for v in stale if v.record.project not in busy):
+            why = f"its run was interrupted (no live run of project {view.record.project})"
+            if self.abandon(view.id, why) is not None:
+                done.append(view.id)
+        return done
+
     def finish(self, change_id: str, result: RunResult) -> ChangeView:
-        """Record the run of an approved change: implemented, or failed."""
+        """Record the run of an approved (or claimed) change: implemented, or failed."""
         state = State.FAILED if result.failed else State.IMPLEMENTED
         reason = f"run {result.run_id} {'failed' if result.failed else 'succeeded'}"
         moved = self.store.move(
@@ -503,7 +567,7 @@ class ChangeService:
             state,
             actor="infra",
             reason=reason,
-            expect=frozenset({State.APPROVED}),
+            expect=frozenset({State.APPROVED, State.IMPLEMENTING}),
             run_id=result.run_id,
         )
         if moved is None:
@@ -524,8 +588,25 @@ def _may_approve(approver: str, listed: list[str] | None) -> bool:
     return not listed or _person(approver) in {_person(p) for p in listed}
 
 
-def _shared(record: ChangeRecord, other: ChangeView) -> list[str]:
-    return sorted(str(i) for i in set(record.items) & set(other.record.items))
+def _proposed(record: ChangeRecord) -> tuple[State, str]:
+    """The state a newly proposed change starts in, and why."""
+    if record.change_type is ChangeType.NORMAL:
+        return State.WAITING, "waits for approval"
+    return State.APPROVED, f"{record.change_type} change: runs at once"
+
+
+def _fan_out(observers: list[Notify]) -> Notify:
+    """One notify for several observers; one that raises is logged and never stops a
+    change (the state change is committed already)."""
+
+    def notify(view: ChangeView, change: StateChange) -> None:
+        for observer in observers:
+            try:
+                observer(view, change)
+            except Exception:  # an observer never breaks a change
+                log.exception("change observer %r failed on %s", observer, change.state)
+
+    return notify
 
 
 def gate(

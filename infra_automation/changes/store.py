@@ -6,9 +6,16 @@ Alembic revision; :func:`create_change_tables` creates them where missing. A cha
 transaction conditional on the state it leaves (so two processes cannot both move it), and
 each move is a row of ``infra_change_events`` (who, when, from, to, why).
 
-States: ``waiting`` (for approvals) -> ``approved`` -> ``implemented`` | ``failed``;
-``rejected`` (final: never runs); ``voided`` (a newer dry run differs: superseded);
-``refused`` (a conflict or a window refused it; proposing it again reopens it).
+States: ``waiting`` (for approvals) -> ``approved`` -> ``implementing`` (claimed by its run:
+it can no longer be rejected or voided) -> ``implemented`` | ``failed``; ``rejected`` (final:
+never runs); ``voided`` (a newer dry run differs: superseded); ``refused`` (a conflict or a
+window refused it; proposing it again reopens it).
+
+Admission (:meth:`ChangeStore.admit`) checks for overlapping active changes and writes the
+change in one transaction that holds the change lock (``pg_advisory_xact_lock`` on
+PostgreSQL, SQLite's write lock on SQLite): of two proposals sharing a configuration item,
+made at the same time from any processes sharing the database, exactly one is admitted and
+the other is refused naming it.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -38,12 +46,15 @@ class State(enum.StrEnum):
     REJECTED = "rejected"
     VOIDED = "voided"
     REFUSED = "refused"
+    IMPLEMENTING = "implementing"
     IMPLEMENTED = "implemented"
     FAILED = "failed"
 
 
 OPEN = frozenset({State.WAITING, State.APPROVED})
+ACTIVE = OPEN | {State.IMPLEMENTING}  # changes that hold their configuration items
 REOPENABLE = frozenset({State.VOIDED, State.REFUSED, State.IMPLEMENTED, State.FAILED})
+CHANGE_LOCK = 7_210_014  # pg_advisory_xact_lock key of change admission
 
 metadata = sa.MetaData()
 
@@ -175,6 +186,27 @@ class ChangeView:
         return self.flagged and self.retrospective_due is not None and now > self.retrospective_due
 
 
+@dataclass(frozen=True)
+class Admission:
+    """What :meth:`ChangeStore.admit` stored: the change, and the active change it overlaps
+    (then it was stored ``refused``) with the items they share."""
+
+    change: ChangeView
+    conflict: ChangeView | None = None
+    shared: tuple[str, ...] = ()
+    created: bool = False
+
+
+@dataclass(frozen=True)
+class ChangeFilter:
+    """What a change listing is limited to (``projects``: a tam's own, None: all)."""
+
+    project: str | None = None
+    states: tuple[State, ...] = ()
+    flagged: bool | None = None
+    projects: tuple[str, ...] | None = None
+
+
 Notify = Callable[[ChangeView, StateChange], None]
 
 
@@ -217,34 +249,81 @@ class ChangeStore:
         """Changes that may still run (waiting or approved), oldest first."""
         return sorted(self.changes(states=tuple(OPEN), limit=10_000), key=_created)
 
+    def active_changes(self) -> list[ChangeView]:
+        """Changes that hold their configuration items (open or implementing), oldest first."""
+        return sorted(self.changes(states=tuple(ACTIVE), limit=10_000), key=_created)
+
+    def page(
+        self,
+        where: ChangeFilter,
+        *,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> tuple[list[ChangeView], tuple[datetime, str] | None]:
+        """One page of changes, newest first by ``(created_at, id)``, and the key of the
+        next page (None: this is the last). ``before`` is the key a previous page gave."""
+        order = (changes.c.created_at.desc(), changes.c.id.desc())
+        query = _filtered(sa.select(changes).order_by(*order), where)
+        if before is not None:
+            at, change_id = before
+            query = query.where(
+                sa.or_(
+                    changes.c.created_at < at,
+                    sa.and_(changes.c.created_at == at, changes.c.id < change_id),
+                )
+            )
+        with self._connection() as conn:
+            rows = [r._mapping for r in conn.execute(query.limit(limit + 1))]
+            views = [_view(conn, r) for r in rows[:limit]]
+        last = views[-1] if len(rows) > limit else None
+        return views, (_created(last), last.id) if last is not None else None
+
     # --- writing ------------------------------------------------------------------------
 
     def insert(
         self, record: ChangeRecord, state: State, *, actor: str, reason: str, supersedes: str = ""
     ) -> ChangeView:
-        now = utcnow()
-        row = {
-            "id": record.id,
-            "service": record.service,
-            "project": record.project,
-            "requester": record.requester,
-            "change_type": record.change_type.value,
-            "risk": record.risk.value,
-            "state": state.value,
-            "reason": reason,
-            "request_digest": record.request_digest,
-            "items": [str(i) for i in record.items],
-            "content": dict(record.content),
-            "dry_run": record.dry_run,
-            "git": dict(record.git) if record.git is not None else None,
-            "supersedes": supersedes or None,
-            "created_at": now,
-            "updated_at": now,
-        }
         with self._transaction() as conn:
-            conn.execute(changes.insert(), row)
-            event = _log(conn, record.id, None, state, actor, reason, now)
+            event = _insert(conn, record, state, reason, supersedes, actor=actor)
         return self._notified(record.id, event)
+
+    def admit(
+        self,
+        record: ChangeRecord,
+        state: State,
+        *,
+        reason: str,
+        supersedes: str = "",
+        ignore: frozenset[str] = frozenset(),
+    ) -> Admission:
+        """Store ``record`` in ``state`` unless an active change (other than ``ignore``)
+        shares a configuration item with it: then store it ``refused``, naming the oldest
+        such change. The check and the write are one transaction under the change lock.
+
+        A new record is inserted; one stored voided, refused, implemented or failed is
+        proposed again (its approvals voided); one that is open, implementing or rejected
+        is returned as it is. ``record.type_reason`` is added to the reason written."""
+        note = f" ({record.type_reason})" if record.type_reason else ""
+        with self._transaction() as conn:
+            _lock_admission(conn)
+            row = conn.execute(sa.select(changes).where(changes.c.id == record.id)).first()
+            existing = State(row._mapping["state"]) if row is not None else None
+            if row is not None and existing not in REOPENABLE:
+                return Admission(_view(conn, row._mapping))
+            conflict, shared = _overlap(conn, record, ignore | {record.id})
+            if conflict is not None:
+                state = State.REFUSED
+                reason = f"overlaps the {conflict.state} change {conflict.id[:12]}"
+                reason += f" on {', '.join(shared)}"
+            if existing is None:
+                event = _insert(conn, record, state, reason + note, supersedes)
+            else:
+                if conflict is None:
+                    _void_approvals(conn, record.id, f"reopened from {existing}")
+                    reason = f"proposed again: {reason}"
+                event = _update(conn, record.id, existing, state, "infra", reason + note)
+        view = self._notified(record.id, event)
+        return Admission(view, conflict, shared, created=existing is None)
 
     def move(
         self,
@@ -299,13 +378,8 @@ class ChangeStore:
             conn.execute(approvals.insert(), row)
 
     def void_approvals(self, change_id: str, reason: str) -> int:
-        query = (
-            approvals.update()
-            .where(approvals.c.change_id == change_id, approvals.c.voided_at.is_(None))
-            .values(voided_at=utcnow(), void_reason=reason)
-        )
         with self._transaction() as conn:
-            return int(conn.execute(query).rowcount)
+            return _void_approvals(conn, change_id, reason)
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -335,6 +409,98 @@ class ChangeStore:
 
 def _created(view: ChangeView) -> datetime:
     return view.record.created_at or view.updated_at
+
+
+def _filtered(query: sa.Select[Any], where: ChangeFilter) -> sa.Select[Any]:
+    if where.project is not None:
+        query = query.where(changes.c.project == where.project)
+    if where.projects is not None:
+        query = query.where(changes.c.project.in_(where.projects))
+    if where.states:
+        query = query.where(changes.c.state.in_([s.value for s in where.states]))
+    if where.flagged is not None:
+        flagged = sa.and_(
+            changes.c.change_type == ChangeType.EMERGENCY.value,
+            changes.c.retrospective_due.is_not(None),
+            changes.c.retrospective_at.is_(None),
+        )
+        query = query.where(flagged if where.flagged else sa.not_(flagged))
+    return query
+
+
+def _lock_admission(conn: Connection) -> None:
+    """Hold the change lock until the transaction ends."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CHANGE_LOCK)))
+    else:  # the first write of the transaction takes SQLite's write lock (busy_timeout)
+        conn.execute(changes.update().where(sa.false()).values(state=State.WAITING.value))
+
+
+def _overlap(
+    conn: Connection, record: ChangeRecord, ignore: frozenset[str]
+) -> tuple[ChangeView | None, tuple[str, ...]]:
+    """The oldest active change, not in ``ignore``, sharing an item with ``record``."""
+    mine = {str(i) for i in record.items}
+    query = (
+        sa.select(changes)
+        .where(changes.c.state.in_([s.value for s in ACTIVE]), changes.c.id.not_in(ignore))
+        .order_by(changes.c.created_at, changes.c.id)
+    )
+    for row in conn.execute(query).all():
+        shared = tuple(sorted(mine & {str(i) for i in row._mapping["items"]}))
+        if shared:
+            return _view(conn, row._mapping), shared
+    return None, ()
+
+
+def _insert(
+    conn: Connection,
+    record: ChangeRecord,
+    state: State,
+    reason: str,
+    supersedes: str,
+    *,
+    actor: str | None = None,
+) -> StateChange:
+    now = utcnow()
+    row = {
+        "id": record.id,
+        "service": record.service,
+        "project": record.project,
+        "requester": record.requester,
+        "change_type": record.change_type.value,
+        "risk": record.risk.value,
+        "state": state.value,
+        "reason": reason,
+        "request_digest": record.request_digest,
+        "items": [str(i) for i in record.items],
+        "content": dict(record.content),
+        "dry_run": record.dry_run,
+        "git": dict(record.git) if record.git is not None else None,
+        "supersedes": supersedes or None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    conn.execute(changes.insert(), row)
+    return _log(conn, record.id, None, state, actor or record.requester, reason, now)
+
+
+def _update(
+    conn: Connection, change_id: str, previous: State, state: State, actor: str, reason: str
+) -> StateChange:
+    now = utcnow()
+    values = {"state": state.value, "reason": reason, "updated_at": now}
+    conn.execute(changes.update().where(changes.c.id == change_id).values(values))
+    return _log(conn, change_id, previous.value, state, actor, reason, now)
+
+
+def _void_approvals(conn: Connection, change_id: str, reason: str) -> int:
+    query = (
+        approvals.update()
+        .where(approvals.c.change_id == change_id, approvals.c.voided_at.is_(None))
+        .values(voided_at=utcnow(), void_reason=reason)
+    )
+    return int(conn.execute(query).rowcount)
 
 
 def _log(

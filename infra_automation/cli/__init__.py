@@ -341,7 +341,11 @@ def _remote_execute(
     if junit is not None:
         _guard(lambda: check_report_path(junit))
     with _client() as client:
-        run_id = str(_guard(lambda: start(client))["run_id"])
+        accepted = _guard(lambda: start(client))
+        if accepted.get("run_id") is None:  # a change that waits for approval (exit 3)
+            reason = (accepted.get("change") or {}).get("reason") or "the change waits"
+            _fail(f"{accepted.get('status')}: {reason}", CHANGE_EXITS["waiting"])
+        run_id = str(accepted["run_id"])
         with _progress(output) as observers:
             try:
                 for body in client.stream(run_id):

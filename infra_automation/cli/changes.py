@@ -76,6 +76,11 @@ def _engine() -> Engine:
     return _guard(lambda: Engine(STATE.settings(), load_observers=False))
 
 
+def _service() -> ChangeService:
+    """The change service of the root; each state change reaches the project's docs."""
+    return _guard(lambda: ChangeService(_engine(), docs=True))
+
+
 def _guard(fn: Callable[[], T]) -> T:
     try:
         return fn()
@@ -176,7 +181,7 @@ def propose_cmd(
     engine = _engine()
     loaded = _guard(lambda: engine.load_request(request))
     requester = who or loaded.requester or getpass.getuser()
-    service = _guard(lambda: ChangeService(engine))
+    service = _guard(lambda: ChangeService(engine, docs=True))
     outcome = _guard(
         lambda: service.gate(loaded, requester=requester, change_type=change_type, allowed=allowed)
     )
@@ -199,7 +204,7 @@ def list_cmd(
 ) -> None:
     """Change records, newest first."""
     _check_output(output, ("text", "json"))
-    service = _guard(lambda: ChangeService(_engine()))
+    service = _service()
     states = (state,) if state is not None else ()
     views = _guard(lambda: service.store.changes(project=project, states=states, limit=limit))
     if flagged:
@@ -220,7 +225,7 @@ def list_cmd(
 def show_cmd(change_id: IdArg, output: OutputOpt = "text") -> None:
     """One change: type, state, configuration items, the diff by department, approvals."""
     _check_output(output, ("text", "json"))
-    service = _guard(lambda: ChangeService(_engine()))
+    service = _service()
     view = _guard(lambda: service.store.get(change_id))
     if output == "json":
         _json(export_document(view))
@@ -241,7 +246,7 @@ def approve_cmd(
     """Approve a change (for every department you approve for), or give an emergency
     change its retrospective approval. Exit 4 if refused."""
     _check_output(output, ("text", "json"))
-    service = _guard(lambda: ChangeService(_engine()))
+    service = _service()
     result = _guard(
         lambda: service.approve(change_id, _who(who), department=department, comment=comment)
     )
@@ -254,7 +259,7 @@ def reject_cmd(
 ) -> None:
     """Reject an open change: it can never run. Exit 4 if refused."""
     _check_output(output, ("text", "json"))
-    service = _guard(lambda: ChangeService(_engine()))
+    service = _service()
     result = _guard(lambda: service.reject(change_id, _who(who), comment=comment))
     _decided(result, output)
 
@@ -263,7 +268,7 @@ def reject_cmd(
 def export_cmd(change_id: IdArg, output: OutputOpt = "json") -> None:
     """The change as a JSON document for an ITSM tool."""
     _check_output(output, ("json",))
-    service = _guard(lambda: ChangeService(_engine()))
+    service = _service()
     _json(export_document(_guard(lambda: service.store.get(change_id))))
 
 

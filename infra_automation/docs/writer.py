@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from infra_automation.config import load_settings
+from infra_automation.docs.changes import change_history
 from infra_automation.docs.handover import handover
 from infra_automation.docs.ledger import (
     ProjectLedger,
@@ -120,10 +121,13 @@ class DocsWriter:
             Page("index.md", "docs/overview.md.j2", {**base, **summary}),
             Page("verification.md", "docs/verification.md.j2", {**base, **summary}),
             Page("plan.md", "docs/plan.md.j2", {**base, **_plan(ledger)}),
-            Page("history.md", "docs/history.md.j2", {**base, **_history(ledger)}),
+            Page("history.md", "docs/history.md.j2", {**base, **self._history(ledger)}),
             Page("failures.md", "docs/failures.md.j2", {**base, **_failures(ledger)}),
             Page("appendix.md", "docs/sections.md.j2", {**base, "groups": groups}),
         ]
+
+    def _history(self, ledger: ProjectLedger) -> dict[str, Any]:
+        return {**_history(ledger), "changes": change_history(self.root, ledger.project)}
 
     def render(self, page: Page, manual: str = DEFAULT_MANUAL) -> str:
         variables = {**MARKDOWN_HELPERS, **page.variables, "manual": manual}

@@ -32,6 +32,7 @@ from infra_automation.metrics import api as metrics_api
 from infra_automation.server import (
     errors,
     routes_catalog,
+    routes_changes,
     routes_projects,
     routes_runs,
     routes_session,
@@ -95,6 +96,7 @@ def create_app(
     errors.install(app)
     routers = [m.router for m in (routes_session, routes_catalog, routes_runs, routes_projects)]
     routers += [metrics_api.router, metrics_api.metrics_router]
+    routers.append(routes_changes.router)
     if portal:
         routers.append(install_portal(app))
     for router in routers:

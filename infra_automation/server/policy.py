@@ -72,6 +72,11 @@ RULES: Mapping[tuple[str, str], Rule] = {
         "acknowledge an incident", {T: ASSIGNED, E: ALL, P: ALL}
     ),
     ("GET", f"{API}/metrics"): Rule("Prometheus metrics of the record", EVERYONE),
+    ("GET", f"{API}/changes"): Rule("list change records", READERS),
+    ("GET", f"{API}/changes/{{change_id}}"): Rule("a change with its diffs and approvals", READERS),
+    ("POST", f"{API}/changes/{{change_id}}/approve"): Rule("approve a change", {P: ALL}),
+    ("POST", f"{API}/changes/{{change_id}}/reject"): Rule("reject a change", {P: ALL}),
+    ("GET", f"{API}/changes/{{change_id}}/export"): Rule("a change's ITSM document", READERS),
 }
 
 

@@ -1,4 +1,6 @@
-"""Catalog services and requests: validate, plan, dry run, submit."""
+"""Catalog services and requests: validate, plan, dry run, submit (through the change gate
+where a change policy governs the service: :func:`~infra_automation.server.routes_changes.
+submit_request`)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from infra_automation.results import RunResult
 from infra_automation.server.auth import Principal, problem
 from infra_automation.server.policy import API
 from infra_automation.server.responses import RedactedValuesJSON
+from infra_automation.server.routes_changes import SubmitAccepted, SubmitIn, submit_request
 from infra_automation.server.schemas import (
     RequestIn,
     RunAccepted,
@@ -64,7 +67,8 @@ def _summary(service: Service) -> ServiceSummary:
 def validated(body: RequestIn, caller: Principal, state: ServerState) -> Request:
     """The request, validated, with the caller as its requester (RequestValidationError)."""
     caller.require_project(body.project)
-    data = {**body.model_dump(exclude_none=True), "requester": caller.name}
+    fields = set(RequestIn.model_fields)  # a SubmitIn's change fields are not the request's
+    data = {**body.model_dump(include=fields, exclude_none=True), "requester": caller.name}
     return state.engine.validate(data, source="request")
 
 
@@ -86,10 +90,20 @@ def check(body: RequestIn, caller: Caller, state: StateDep) -> RunAccepted:
     return _start(state, state.engine.plan(validated(body, caller, state)), check=True)
 
 
-@router.post("/requests/submit", response_model=RunAccepted, status_code=202)
-def submit(body: RequestIn, caller: Caller, state: StateDep) -> RunAccepted:
-    """Start the run in a worker of the server; returns its id at once."""
-    return _start(state, state.engine.plan(validated(body, caller, state)), check=False)
+@router.post(
+    "/requests/submit",
+    response_model=SubmitAccepted,
+    status_code=202,
+    responses={409: {"description": "refused by the change policy (the reason is named)"}},
+)
+def submit(body: SubmitIn, caller: Caller, state: StateDep) -> SubmitAccepted:
+    """Start the run in a worker of the server; returns its id at once. Where a change policy
+    governs the service the request is a change: ``running`` (standard, emergency, or an
+    approved normal change), ``awaiting approval`` (a normal change: its id), or 409."""
+    request = validated(body, caller, state)
+    return submit_request(
+        state, request, caller, change_type=body.change_type, change_id=body.change
+    )
 
 
 def _start(state: ServerState, plan: Plan, *, check: bool) -> RunAccepted:

@@ -5,6 +5,11 @@ is recorded (its ``run.started`` event), or the error that stopped it before (th
 locked, the inventory is invalid). With no free worker it returns ``None`` at once: the
 caller answers 503 and the client retries; nothing is queued, so nothing is lost if the
 server stops.
+
+:func:`change_job` is the job of an approved change (the API's submit and approve, through
+the change gate): it claims the change just before the run starts (approved ->
+implementing), so a change rejected or voided since the gate never runs, and records the
+outcome on the change afterwards.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from infra_automation.changes import ChangeService
 from infra_automation.engine import Engine
 from infra_automation.events import Event
-from infra_automation.exceptions import RunNotFound
+from infra_automation.exceptions import RunLocked, RunNotFound
+from infra_automation.planner import Plan
 from infra_automation.results import RunResult
 
 log = logging.getLogger(__name__)
@@ -120,3 +127,29 @@ class RunPool:
     def shutdown(self) -> None:
         """Wait for the runs in progress (no new ones are accepted)."""
         self._pool.shutdown(wait=True)
+
+
+def change_job(
+    engine: Engine, changes: ChangeService, plan: Plan, change_id: str
+) -> Callable[[], RunResult]:
+    """The run of the approved change ``change_id`` as a job of the pool.
+
+    Claimed first (:class:`~infra_automation.changes.service.ChangeRefused`, raised before
+    anything is recorded, if it is no longer approved); implemented or failed after its run.
+    A run that could not start because the project is locked leaves the change approved; a
+    run that stopped without a result leaves it failed (proposing it again reopens it)."""
+
+    def job() -> RunResult:
+        changes.claim(change_id)
+        try:
+            result = engine.run(plan)
+        except RunLocked as exc:
+            changes.release(change_id, f"its run could not start: {exc}")
+            raise
+        except BaseException as exc:
+            changes.abandon(change_id, f"its run stopped without a result: {type(exc).__name__}")
+            raise
+        changes.finish(change_id, result)
+        return result
+
+    return job

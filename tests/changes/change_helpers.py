@@ -162,3 +162,58 @@ def write_root(base: Path, inventory: dict[str, Any] | None = None) -> Path:
     (folder / "inventory.yml").write_text(yaml.safe_dump(inventory or INVENTORY))
     (base / "requests").mkdir()
     return base
+
+
+def contender(
+    project: str, vm: str, requester: str = "jane"
+) -> Any:  # a ChangeRecord; Any keeps this module free of the package's imports at the top
+    """A change record of ``project`` touching ``vm`` (no dry run: admission tests)."""
+    from infra_automation.changes.model import ChangeRecord, digest
+
+    content = {
+        "request": {"service": "vmset", "project": project, "params": {"vm": vm}},
+        "requester": requester,
+        "type": "normal",
+        "type_reason": "",
+        "risk": "medium",
+        "plan": [{"id": "vms", "department": "vmware", "executor": "core.noop", "needs": []}],
+        "steps": {},
+        "items": sorted([f"project:{project}", f"vm:{vm}"]),
+        "content": {},
+    }
+    return ChangeRecord(id=digest(content), content=content)
+
+
+def widen_the_race(pause: float = 0.3) -> None:
+    """Make admission pause between its overlap check and its write, so that without the
+    change lock every contender would check before any writes (the race made certain)."""
+    import time
+
+    from infra_automation.changes import store
+
+    checked = store._overlap
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        found = checked(*args, **kwargs)
+        time.sleep(pause)
+        return found
+
+    store._overlap = slow  # type: ignore[assignment]
+
+
+def admit_in_process(url: str, project: str, vm: str, barrier: Any, results: Any) -> None:
+    """A process of its own proposing one change (``multiprocessing``, spawn)."""
+    from infra_automation.changes.store import ChangeStore, State
+    from infra_automation.record import open_database
+
+    widen_the_race()
+    db = open_database(url)
+    try:
+        store = ChangeStore(db)
+        record = contender(project, vm)
+        barrier.wait(timeout=60)
+        done = store.admit(record, State.WAITING, reason="waits for approval")
+        conflict = done.conflict.id if done.conflict is not None else None
+        results.put((record.id, done.change.state.value, conflict))
+    finally:
+        db.dispose()

@@ -67,6 +67,13 @@ CALLS: dict[tuple[str, str], Call] = {
     # alpha's run succeeded, so it opened no incident: those allowed get 404, the others 403
     ("POST", f"{API}/incidents/{{incident_id}}/ack"): Call(404),
     ("GET", f"{API}/metrics"): Call(200),
+    # the catalog of these tests declares no change policy: there is no change to find, so
+    # those allowed get 404 (the change tests call them on real changes), the others 403
+    ("GET", f"{API}/changes"): Call(200),
+    ("GET", f"{API}/changes/{{change_id}}"): Call(404),
+    ("POST", f"{API}/changes/{{change_id}}/approve"): Call(404),
+    ("POST", f"{API}/changes/{{change_id}}/reject"): Call(404),
+    ("GET", f"{API}/changes/{{change_id}}/export"): Call(404),
 }
 
 
@@ -99,6 +106,7 @@ def _path(live: LiveServer, path: str, role: Role, run_id: str) -> str:
         "page": "index.md",
         "token_id": token_id,
         "incident_id": f"run:{run_id}",
+        "change_id": "0" * 64,
     }
     return path.format(**values)
 
