@@ -26,6 +26,7 @@ from infra_automation.planner import Plan
 from infra_automation.request import Request
 from infra_automation.results import RunResult
 from infra_automation.server.auth import problem
+from infra_automation.server.runner import change_job
 from infra_automation.server.state import ServerState
 
 
@@ -59,21 +60,11 @@ def submit(state: ServerState, request: Request) -> Submitted:
 def after_gate(state: ServerState, changes: ChangeService, outcome: GateOutcome) -> Submitted:
     change_id = outcome.change.id if outcome.change is not None else None
     if outcome.decision is Decision.RUN and outcome.plan is not None and change_id is not None:
-        run_id = start(state, _gated_job(state, changes, outcome.plan, change_id))
+        # claimed when its run starts: one rejected or voided since the gate never runs
+        run_id = start(state, change_job(state.engine, changes, outcome.plan, change_id))
         return Submitted(run_id=run_id, change_id=change_id, message=outcome.reason)
     refused = outcome.decision is Decision.REFUSED
     return Submitted(change_id=change_id, message=outcome.reason, refused=refused)
-
-
-def _gated_job(
-    state: ServerState, changes: ChangeService, plan: Plan, change_id: str
-) -> Callable[[], RunResult]:
-    def job() -> RunResult:
-        result = state.engine.run(plan)
-        changes.finish(change_id, result)
-        return result
-
-    return job
 
 
 def approve(state: ServerState, change_id: str, approver: str) -> tuple[ApprovalResult, Submitted]:
