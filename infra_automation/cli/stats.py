@@ -51,12 +51,14 @@ from infra_automation.metrics import (
     SLA_FILE,
     Incident,
     StatsReport,
+    Targets,
     add_acknowledgement,
     compute_stats,
     derive_incidents,
     load_history,
     load_targets,
 )
+from infra_automation.metrics._gc import paused_gc
 from infra_automation.metrics.capacity import (
     SOURCES,
     CapacityCheck,
@@ -118,8 +120,22 @@ def stats(
         targets = load_targets(sla or settings.root / SLA_FILE)
     except InfraError as exc:
         _fail(f"--sla: {exc}")
+    with paused_gc():  # the figures of 10,000 runs: 100,000 objects, no cycle (see _gc.py)
+        _show_stats(settings, (start, end), project, department, targets, output)
+
+
+def _show_stats(
+    settings: Settings,
+    span: tuple[datetime, datetime],
+    project: str | None,
+    department: str | None,
+    targets: Targets,
+    output: str,
+) -> None:
+    """Read, compute and print (the history and the report are freed on return, before the
+    garbage collector runs again)."""
     with _database(settings) as engine:
-        history = _read(lambda: load_history(engine, start, end, project=project))
+        history = _read(lambda: load_history(engine, *span, project=project))
     report = compute_stats(history, targets, department=department)
     if output == "json":
         typer.echo(json.dumps(redact(report.to_dict()), indent=2, default=str))

@@ -40,29 +40,40 @@ def step_clocks(delivery: Delivery) -> list[StepClock]:
     """The clock of every step of ``delivery`` that got done, in plan order."""
     done = _successes(delivery)
     first = delivery.first
+    head = (first.project, first.service, first.id)
+    started = first.started_at
+    new = tuple.__new__  # StepClock(...) without its Python-level __new__
     clocks = []
     for step in _plan(delivery):
         finish = done.get(step.step_id)
         if finish is None:
             continue
-        ready = first.started_at
+        ready = started
         for need in step.needs:
             upstream = done.get(need)
             if upstream is None:
                 break  # never ready: a step it needs was not done
-            ready = upstream[0] if upstream[0] > ready else ready
+            if upstream[0] > ready:
+                ready = upstream[0]
         else:
-            clock = (step.department, step.step_id, finish[1], ready, finish[0])
-            clocks.append(StepClock(first.project, first.service, first.id, *clock))
+            clock = (*head, step.department, step.step_id, finish[1], ready, finish[0])
+            clocks.append(new(StepClock, clock))
     return clocks
 
 
 def department_waits(clocks: Sequence[StepClock]) -> dict[str, float]:
     """Seconds a delivery (its ``clocks``) waited on each department."""
     by_department: dict[str, list[tuple[datetime, datetime]]] = {}
-    for clock in clocks:
-        by_department.setdefault(clock.department, []).append((clock.ready_at, clock.done_at))
-    return {d: union_seconds(spans) for d, spans in by_department.items()}
+    for _, _, _, department, _, _, ready, done in clocks:  # the StepClock fields, unpacked
+        spans = by_department.get(department)
+        if spans is None:
+            by_department[department] = [(ready, done)]
+        else:
+            spans.append((ready, done))
+    return {
+        d: (spans[0][1] - spans[0][0]).total_seconds() if len(spans) == 1 else union_seconds(spans)
+        for d, spans in by_department.items()
+    }
 
 
 def union_seconds(spans: Iterable[tuple[datetime, datetime]]) -> float:
@@ -85,15 +96,17 @@ def _successes(delivery: Delivery) -> dict[str, tuple[datetime, str]]:
     found: dict[str, tuple[datetime, str]] = {}
     reused: dict[str, tuple[datetime, str]] = {}
     for run in delivery.runs:
-        for step in run.steps:
-            if step.status != "success" or step.finished_at is None:
+        run_id = run.id
+        for _, step_id, _, _, status, was_reused, _, finished, _ in run.steps:  # StepFact's
+            if status != "success" or finished is None:
                 continue
-            into = reused if step.reused else found
-            into.setdefault(step.step_id, (step.finished_at, run.id))
-    return {**reused, **found}
+            into = reused if was_reused else found
+            if step_id not in into:
+                into[step_id] = (finished, run_id)
+    return {**reused, **found} if reused else found
 
 
-def _plan(delivery: Delivery) -> list[StepFact]:
+def _plan(delivery: Delivery) -> Sequence[StepFact]:
     """The steps of the delivery's newest run (its plan), in order."""
     newest = delivery.runs[-1]
-    return list(newest.steps or delivery.first.steps)
+    return newest.steps or delivery.first.steps

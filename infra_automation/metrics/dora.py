@@ -73,19 +73,22 @@ def dora(
     incidents: Sequence[Incident],
     rework: Collection[str],
     days: float,
+    *,
+    lead_time: Spread | None = None,
 ) -> Dora:
     """The five metrics of ``deployments`` (and their deliveries and incidents) over
-    ``days``; ``rework``: the ids of the runs that are rework (:func:`during_incident`)."""
-    lead = [
-        (d.done_at - d.requested_at).total_seconds() for d in deliveries if d.done_at is not None
-    ]
+    ``days``; ``rework``: the ids of the runs that are rework (:func:`during_incident`);
+    ``lead_time``: the spread of the deliveries' lead times when already known."""
+    if lead_time is None:
+        done = [(d.done_at, d.requested_at) for d in deliveries if d.done_at is not None]
+        lead_time = spread([(end - start).total_seconds() for end, start in done])
     recovered = [i.resolution_time for i in incidents if i.source == "run"]
     failed = sum(1 for r in deployments if r.failed)
     reworked = sum(1 for r in deployments if r.id in rework)
     return Dora(
         deployments=len(deployments),
         per_day=len(deployments) / days if days > 0 else 0.0,
-        change_lead_time=spread(lead),
+        change_lead_time=lead_time,
         change_fail_rate=ratio(failed, len(deployments)),
         failed_deployment_recovery_time=spread([t for t in recovered if t is not None]),
         rework_rate=ratio(reworked, len(deployments)),

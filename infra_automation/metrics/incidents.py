@@ -157,9 +157,10 @@ class _Acts:
         """The first act at or after the incident opened (and not after it was resolved)."""
         after, until = incident.opened_at, incident.resolved_at
         acts = self.by_project.get(incident.project, [])
-        later = acts[bisect_left(acts, (after, "")) :]
         candidates = [a for a in self.acks.get(incident.id, []) if a[0] >= after]
-        candidates += later[:1]
+        at = bisect_left(acts, (after, ""))
+        if at < len(acts):
+            candidates.append(acts[at])
         found = min(candidates, default=None)
         if found is None or (until is not None and found[0] > until):
             return None

@@ -36,19 +36,25 @@ def percentile(values: Sequence[float], p: float) -> float | None:
     """Nearest-rank percentile ``p`` (0 < p <= 100) of ``values`` (None when empty)."""
     if not values:
         return None
-    ordered = sorted(values)
+    return _ranked(sorted(values), p)
+
+
+def _ranked(ordered: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile ``p`` of ``ordered`` (sorted, not empty)."""
     rank = max(1, math.ceil(p / 100 * len(ordered)))
     return ordered[rank - 1]
 
 
 def spread(values: Sequence[float]) -> Spread:
+    """The spread of ``values`` (sorted once; summed in the order given)."""
     if not values:
         return Spread()
+    ordered = sorted(values)
     total = float(sum(values))
     return Spread(
         count=len(values),
-        p50=percentile(values, 50),
-        p95=percentile(values, 95),
+        p50=_ranked(ordered, 50),
+        p95=_ranked(ordered, 95),
         mean=total / len(values),
         total=total,
     )

@@ -16,15 +16,16 @@ still counts for them: a delivery requested in the range and done after it has i
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+from infra_automation.metrics._gc import paused_gc
 from infra_automation.metrics.clock import StepClock, department_waits, step_clocks
 from infra_automation.metrics.dora import DAY, Dora, dora, during_incident
-from infra_automation.metrics.history import ChangeFact, Delivery, History, RunFact
+from infra_automation.metrics.history import ChangeFact, Delivery, History, RunFact, StepFact
 from infra_automation.metrics.incidents import Incident, derive_incidents
 from infra_automation.metrics.quantiles import Spread, ratio, spread
 from infra_automation.metrics.sla import Breach, Targets, breaches
@@ -135,23 +136,30 @@ def compute_stats(
     history: History, targets: Targets | None = None, *, department: str | None = None
 ) -> StatsReport:
     """The figures of ``history`` (narrowed to ``department`` when given)."""
+    with paused_gc():
+        return _compute(history, targets or Targets(), department)
+
+
+def _compute(history: History, targets: Targets, department: str | None) -> StatsReport:
     since, until = history.since, history.until
     every_incident = derive_incidents(history)
-    deliveries = tuple(d for d in history.deliveries if _within(d.first.started_at, since, until))
+    deliveries = tuple(d for d in history.deliveries if since <= d.first.started_at < until)
     deployments = tuple(
-        r for r in history.applied if r.status in FINAL and _within(r.started_at, since, until)
+        r for r in history.applied if r.status in FINAL and since <= r.started_at < until
     )
-    incidents = tuple(i for i in every_incident if _within(i.opened_at, since, until))
+    incidents = tuple(i for i in every_incident if since <= i.opened_at < until)
     if department is not None:
         deliveries = tuple(d for d in deliveries if department in d.departments)
         deployments = tuple(r for r in deployments if _touches(r, department))
         incidents = tuple(i for i in incidents if i.department == department)
-    clocks = tuple(c for d in deliveries for c in step_clocks(d))
-    found = breaches(targets or Targets(), deliveries, clocks, incidents, until)
-    changes = tuple(c for c in history.changes if _within(c.created_at, since, until))
+    per_delivery = [step_clocks(d) for d in deliveries]
+    clocks = tuple(c for delivery_clocks in per_delivery for c in delivery_clocks)
+    found = breaches(targets, deliveries, clocks, incidents, until)
+    changes = tuple(c for c in history.changes if since <= c.created_at < until)
     everything = Scope(deliveries, deployments, incidents, changes, tuple(found))
     days = (until - since).total_seconds() / DAY
-    figures = _figures_of(history, every_incident, days)
+    ran = _ran_steps(deployments)
+    figures = _figures_of(history, every_incident, days, ran)
     return StatsReport(
         since=since,
         until=until,
@@ -160,37 +168,61 @@ def compute_stats(
         totals=figures(everything),
         projects=_grouped(everything, figures, lambda x: x.project),
         services=_grouped(everything, figures, _service_of),
-        departments=_departments(everything, clocks, department),
+        departments=_departments(everything, ran, per_delivery, department),
         incidents=incidents,
         breaches=tuple(found),
         clocks=clocks,
     )
 
 
+class _Ran(NamedTuple):
+    """The steps that ran (not reused) in the deployments: durations per run, per department."""
+
+    durations: dict[str, list[float]]  # run id -> durations of its steps that ran, in order
+    departments: dict[str, list[StepFact]]  # department -> its steps that ran, in order
+
+
+def _ran_steps(deployments: Sequence[RunFact]) -> _Ran:
+    """One pass over the steps of ``deployments``."""
+    durations: dict[str, list[float]] = {}
+    departments: dict[str, list[StepFact]] = {}
+    for run in deployments:
+        durations[run.id] = took = []
+        for step in run.steps:
+            if step.reused or step.started_at is None:
+                continue
+            if step.duration is not None:
+                took.append(step.duration)
+            same = departments.get(step.department)
+            if same is None:
+                departments[step.department] = [step]
+            else:
+                same.append(step)
+    return _Ran(durations, departments)
+
+
 def _touches(run: RunFact, department: str) -> bool:
     return any(s.department == department for s in run.steps)
 
 
-def _within(moment: datetime, since: datetime, until: datetime) -> bool:
-    return since <= moment < until
-
-
 def _figures_of(
-    history: History, every_incident: Sequence[Incident], days: float
+    history: History, every_incident: Sequence[Incident], days: float, ran: _Ran
 ) -> Callable[[Scope], Figures]:
     by_project: dict[str, list[Incident]] = defaultdict(list)
     for incident in every_incident:
         by_project[incident.project].append(incident)
 
     rework = {r.id for r in history.applied if during_incident(r, by_project.get(r.project, ()))}
+    durations = ran.durations
 
     def figures(scope: Scope) -> Figures:
         done = [d for d in scope.deliveries if d.done_at is not None]
+        lead = spread([_lead(d) for d in done])
         return Figures(
             deliveries=len(scope.deliveries),
             done=len(done),
-            lead_time=spread([_lead(d) for d in done]),
-            step_duration=spread(_durations(scope.deployments)),
+            lead_time=lead,
+            step_duration=spread([t for r in scope.deployments for t in durations[r.id]]),
             change_success_rate=_change_success(scope.changes, history.has_changes),
             emergency_share=_emergency_share(scope.changes, history.has_changes),
             incident_response=_response(scope.incidents),
@@ -198,7 +230,7 @@ def _figures_of(
             incidents=len(scope.incidents),
             incidents_open=sum(1 for i in scope.incidents if i.open),
             breaches=len(scope.breaches),
-            dora=dora(scope.deployments, scope.deliveries, scope.incidents, rework, days),
+            dora=dora(scope.deployments, done, scope.incidents, rework, days, lead_time=lead),
         )
 
     return figures
@@ -224,58 +256,42 @@ def _service_of(item: Any) -> str | None:
 
 
 def _departments(
-    scope: Scope, clocks: Sequence[StepClock], only: str | None
+    scope: Scope,
+    ran: _Ran,
+    per_delivery: Sequence[Sequence[StepClock]],
+    only: str | None,
 ) -> dict[str, DepartmentFigures]:
-    ran = [s for r in scope.deployments for s in r.steps if not s.reused and s.started_at]
-    names = sorted({s.department for s in ran} | {i.department for i in scope.incidents})
-    waits: dict[str, list[float]] = {}
-    for delivery_clocks in _per_delivery(clocks):
+    incidents: dict[str, list[Incident]] = defaultdict(list)
+    for incident in scope.incidents:
+        incidents[incident.department].append(incident)
+    breached: Counter[str | None] = Counter(b.department for b in scope.breaches)
+    waits: dict[str, list[float]] = defaultdict(list)
+    for delivery_clocks in per_delivery:
         for name, seconds in department_waits(delivery_clocks).items():
-            waits.setdefault(name, []).append(seconds)
+            waits[name].append(seconds)
     found = {}
-    for name in names:
+    for name in sorted(ran.departments.keys() | incidents.keys()):
         if only is not None and name != only:
             continue
-        steps = [s for s in ran if s.department == name]
-        incidents = [i for i in scope.incidents if i.department == name]
+        steps = ran.departments.get(name, [])
+        theirs = incidents.get(name, [])
         found[name] = DepartmentFigures(
             steps=len(steps),
             failed_steps=sum(1 for s in steps if s.status == "failed"),
             step_duration=spread([s.duration for s in steps if s.duration is not None]),
             waiting=spread(waits.get(name, [])),
-            incident_response=_response(incidents),
-            incident_resolution=_resolution(incidents),
-            incidents=len(incidents),
-            incidents_open=sum(1 for i in incidents if i.open),
-            breaches=sum(1 for b in scope.breaches if b.department == name),
+            incident_response=_response(theirs),
+            incident_resolution=_resolution(theirs),
+            incidents=len(theirs),
+            incidents_open=sum(1 for i in theirs if i.open),
+            breaches=breached[name],
         )
     return found
-
-
-def _per_delivery(clocks: Sequence[StepClock]) -> list[list[StepClock]]:
-    """Clocks grouped by delivery (they come delivery after delivery, plan order each)."""
-    groups: dict[tuple[str, str, str], list[StepClock]] = {}
-    for clock in clocks:
-        groups.setdefault(_delivery_key(clock), []).append(clock)
-    return list(groups.values())
-
-
-def _delivery_key(clock: StepClock) -> tuple[str, str, str]:
-    return clock.project, clock.service, clock.delivery_id
 
 
 def _lead(delivery: Delivery) -> float:
     assert delivery.done_at is not None
     return (delivery.done_at - delivery.requested_at).total_seconds()
-
-
-def _durations(runs: Sequence[RunFact]) -> list[float]:
-    return [
-        s.duration
-        for r in runs
-        for s in r.steps
-        if not s.reused and s.duration is not None and s.started_at is not None
-    ]
 
 
 def _response(incidents: Sequence[Incident]) -> Spread:

@@ -206,6 +206,8 @@ def _delivery_breaches(
 
 
 def _step_breaches(targets: Targets, clocks: Sequence[StepClock]) -> Iterator[Breach]:
+    if all(d.step is None for d in targets.departments.values()):
+        return  # no step targets: no clock to look at
     for clock in clocks:
         declared = targets.departments.get(clock.department)
         if declared is None or declared.step is None or clock.waited <= declared.step:
