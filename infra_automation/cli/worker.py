@@ -58,6 +58,16 @@ def worker_cmd(
             "several beats verify a project once",
         ),
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=1,
+            max=65535,
+            help="Also serve Prometheus /metrics (the record's, as the server's "
+            "/api/v1/metrics) on 127.0.0.1:PORT (default: off)",
+        ),
+    ] = None,
 ) -> None:
     """Start a worker: run the steps of the given queues (and schedule runs for 'runs')."""
     from infra_automation.cli import STATE, _guard
@@ -66,7 +76,16 @@ def worker_cmd(
     settings = _guard(STATE.settings)
     logs.for_celery(settings.database_url)  # --log-format json: tasks log their run and step
     chosen = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-    _guard(lambda: serve(settings, chosen, concurrency=concurrency, events=events, beat=beat))
+    _guard(
+        lambda: serve(
+            settings,
+            chosen,
+            concurrency=concurrency,
+            events=events,
+            beat=beat,
+            metrics_port=metrics_port,
+        )
+    )
 
 
 def apply_work(*, check: bool, parallel: int | None, detach: bool, docs: bool, output: str) -> Work:

@@ -14,7 +14,9 @@ the same figures whichever process ran what (a scrape during a run shows its ste
 - ``infra_queue_depth`` — runs submitted to the workers and not started;
 - ``infra_leases_expired`` — leases past their expiry (a holder that died), still in the table.
 
-:func:`exposition` renders them in the text format (``/metrics``).
+:func:`exposition` renders them in the text format (the server's ``/api/v1/metrics``);
+:func:`serve_metrics` serves them from a thread of this process on ``127.0.0.1:PORT``
+(``infra worker --metrics-port PORT``: ``/metrics`` of each worker, the same families).
 """
 
 from __future__ import annotations
@@ -22,16 +24,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
+from wsgiref.simple_server import WSGIServer
 
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from infra_automation.events import utcnow
-from infra_automation.exceptions import RecordError
+from infra_automation.exceptions import ConfigurationError, RecordError
 from infra_automation.metrics.history import load_history
 from infra_automation.metrics.incidents import derive_incidents
 from infra_automation.record import describe_failure, leases, live_runs, runs, steps
@@ -149,6 +152,30 @@ def exposition(
     engine: Engine, *, incident_window: timedelta = INCIDENT_WINDOW
 ) -> tuple[bytes, str]:
     """The metrics of the record in Prometheus' text format, and its content type."""
+    return generate_latest(_registry(engine, incident_window)), CONTENT_TYPE_LATEST
+
+
+def serve_metrics(
+    engine: Engine,
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    incident_window: timedelta = INCIDENT_WINDOW,
+) -> WSGIServer:
+    """Serve the record's metrics at ``http://host:port/metrics`` (prometheus-client's
+    exposition, read at each scrape) from a daemon thread of this process; the server is
+    returned (``shutdown()`` stops it). :class:`ConfigurationError` when the port cannot be
+    bound (in use, or privileged)."""
+    registry = _registry(engine, incident_window)
+    try:
+        server, _ = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigurationError(f"cannot serve metrics on {host}:{port}: {reason}") from None
+    return server
+
+
+def _registry(engine: Engine, incident_window: timedelta) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RecordCollector(engine, incident_window=incident_window))
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return registry

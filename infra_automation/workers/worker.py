@@ -11,6 +11,7 @@ from infra_automation.engine import Engine, load_entry_point_observers
 from infra_automation.events import Observer
 from infra_automation.exceptions import ConfigurationError, InfraError
 from infra_automation.executors.registry import EXTRAS, REGISTRY, ExecutorRegistry
+from infra_automation.metrics.prometheus import serve_metrics
 from infra_automation.secrets import remember_url_password
 from infra_automation.workers.app import make_app
 from infra_automation.workers.beat import bind_verify_tasks, enable_beat, require_interval
@@ -77,10 +78,12 @@ def serve(
     concurrency: int = 4,
     events: bool = False,
     beat: bool = False,
+    metrics_port: int | None = None,
     registry: ExecutorRegistry | None = None,
 ) -> None:
     """Run a worker in this process until it is stopped (SIGTERM: warm shutdown); with
-    ``beat``, also the beat schedule of ``verify_every`` (:mod:`~.beat`)."""
+    ``beat``, also the beat schedule of ``verify_every`` (:mod:`~.beat`); with
+    ``metrics_port``, Prometheus ``/metrics`` of the record on ``127.0.0.1:metrics_port``."""
     registry = registry or REGISTRY
     remember_url_password(settings.broker_url or "")
     chosen = choose_queues(settings, registry, queues)
@@ -89,6 +92,8 @@ def serve(
     app = make_app(settings)
     context = WorkerContext(engine=Engine(settings, registry=registry, load_observers=False))
     context.engine.db  # noqa: B018 - open (and check) the database before taking work
+    if metrics_port is not None:
+        serve_metrics(context.engine.db, metrics_port)
     if settings.scheduler_queue in chosen:
         context.service = SchedulerService(settings, app, registry)
         context.service.start()
