@@ -616,9 +616,7 @@ def _emit_quietly(bus: EventBus, event: Event) -> None:
         bus.emit(event)
 
 
-def load_entry_point_observers(
-    root: Path, db: SqlEngine
-) -> list[tuple[str, Observer | None, str]]:
+def load_entry_point_observers(root: Path, db: SqlEngine) -> list[tuple[str, Observer | None, str]]:
     """``(name, observer or None, error)`` for each ``infra_automation.observers`` entry
     (``factory(root, db)``: the project root and the run database)."""
     out: list[tuple[str, Observer | None, str]] = []

@@ -14,9 +14,10 @@ one Protocol, one registry): ``static`` treats the VM's address as the SSH host;
 binds each VM name to a free pre-provisioned host of a group and remembers the binding
 (in a :class:`BindingStore`: the run database by default, shared by every process using it;
 ``generated/bindings.json`` with ``host_binding.store: file``, as the built-in lab does). A
-dry run (check mode) stores nothing but promises each free host once: the promises live in the inventory's binder, and
-the engine loads one inventory per run, so two VMs of one run never share a promised host
-and a pool too small for the run fails the dry run as it fails the apply.
+dry run (check mode) stores nothing but promises each free host once: the promises live in
+the inventory's binder, and the engine loads one inventory per run, so two VMs of one run
+never share a promised host and a pool too small for the run fails the dry run as it fails
+the apply.
 """
 
 from __future__ import annotations
