@@ -21,13 +21,8 @@ import random
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import sqlalchemy as sa
 
 from infra_automation.catalog import Service
 from infra_automation.config import load_settings
@@ -37,7 +32,7 @@ from infra_automation.executors import ExecutorRegistry, StepContext
 from infra_automation.executors.builtin import NoopExecutor, SleepExecutor
 from infra_automation.inventory import Inventory, InventoryFile
 from infra_automation.planner import Plan, build_plan
-from infra_automation.record import RunRecorder, RunStore, open_database
+from infra_automation.record import RunRecorder, RunStore, open_database, scratch_schema
 from infra_automation.request import Request
 from infra_automation.results import StepResult
 
@@ -90,25 +85,6 @@ def make_engine(root: Path, registry: ExecutorRegistry, url: str) -> Engine:
     (root / "inventories" / "lab" / "inventory.yml").write_text("name: bench\n")
     settings = load_settings(root, env={"INFRA_DATABASE_URL": url})
     return Engine(settings, registry=registry, load_observers=False)
-
-
-@contextmanager
-def postgres_schema(base_url: str) -> Iterator[str]:
-    """A schema of its own in the database at ``base_url``, migrated, dropped afterwards."""
-    base = sa.engine.make_url(base_url)
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-    text = url.render_as_string(hide_password=False)
-    try:
-        open_database(text, upgrade=True).dispose()
-        yield text
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def bench_planning(n: int, registry: ExecutorRegistry) -> Plan:
@@ -240,7 +216,7 @@ def main() -> None:
     registry.register("core.sleep", SleepExecutor)
     plan = bench_planning(args.steps, registry)
     bench_baseline(args.steps)
-    with tempfile.TemporaryDirectory() as tmp, postgres_schema(args.postgres) as pg:
+    with tempfile.TemporaryDirectory() as tmp, scratch_schema(args.postgres, "bench") as pg:
         urls = {"sqlite": f"sqlite:///{Path(tmp) / 'runs.db'}", "postgresql": pg}
         for backend, url in urls.items():
             bench_overhead(backend, plan, args.parallel, registry, Path(tmp) / backend, url)

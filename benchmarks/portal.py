@@ -27,7 +27,6 @@ import statistics
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -36,17 +35,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 import uvicorn
 import yaml
-from sqlalchemy.pool import NullPool
 
 from infra_automation.client import parse_sse
 from infra_automation.config import load_settings
 from infra_automation.engine import Engine
 from infra_automation.events import utcnow
 from infra_automation.identity import Role
-from infra_automation.record import open_database, runs
+from infra_automation.record import runs, scratch_schema
 from infra_automation.server import create_app
 
 API = "/api/v1"
@@ -77,24 +74,6 @@ def make_root(base: Path) -> Path:
     for service in (QUICK, SLOW):
         (base / "catalog" / f"{service['name']}.yml").write_text(yaml.safe_dump(service))
     return base
-
-
-@contextmanager
-def postgres_schema(base_url: str) -> Iterator[str]:
-    base = sa.engine.make_url(base_url)
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base, poolclass=NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-    text = url.render_as_string(hide_password=False)
-    try:
-        open_database(text, upgrade=True).dispose()
-        yield text
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @contextmanager
@@ -275,7 +254,7 @@ def _database(args: argparse.Namespace) -> Iterator[str | None]:
     base = os.environ.get("INFRA_TEST_POSTGRES_URL")
     if not base:
         raise SystemExit('INFRA_TEST_POSTGRES_URL is not set: eval "$(scripts/services.sh)"')
-    with postgres_schema(base) as url:
+    with scratch_schema(base, "bench") as url:
         yield url
 
 

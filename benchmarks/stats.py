@@ -21,21 +21,17 @@ import os
 import random
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 import typer
-from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner
 
 from infra_automation.cli import stats as stats_cli
 from infra_automation.metrics import compute_stats, load_history
-from infra_automation.record import events, open_database, runs, steps
+from infra_automation.record import events, open_database, runs, scratch_schema, steps
 
 PLAN = [("ipam", "network", []), ("network", "network", ["ipam"]), ("vms", "vmware", ["network"]),
         ("os", "os", ["vms"]), ("web", "web", ["os"]), ("backup", "backup", ["os"])]  # fmt: skip
@@ -209,24 +205,6 @@ def measure(label: str, url: str, count: int, repeat: int, logs: int) -> None:
           f"incidents {figures.incidents}")  # fmt: skip
 
 
-@contextmanager
-def postgres_schema() -> Iterator[str]:
-    base = sa.engine.make_url(os.environ["INFRA_TEST_POSTGRES_URL"])
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base, poolclass=NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        text = url.render_as_string(hide_password=False)
-        open_database(text, upgrade=True).dispose()
-        yield text
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10_000)
@@ -237,7 +215,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         measure("sqlite", f"sqlite:///{Path(folder) / 'runs.db'}", *sizes)
     if os.environ.get("INFRA_TEST_POSTGRES_URL"):
-        with postgres_schema() as url:
+        with scratch_schema(os.environ["INFRA_TEST_POSTGRES_URL"], "bench") as url:
             measure("postgresql", url, *sizes)
     else:
         print(

@@ -30,12 +30,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 import yaml
-from sqlalchemy.pool import NullPool
 
 from infra_automation.config import load_settings
 from infra_automation.engine import Engine
 from infra_automation.planner import Plan
-from infra_automation.record import open_database, runs
+from infra_automation.record import runs, scratch_schema
 from infra_automation.workers import client
 
 
@@ -70,19 +69,8 @@ def database(folder: Path) -> Iterator[str]:
     if not base:
         yield f"sqlite:///{folder / 'runs.db'}"
         return
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(base, poolclass=NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.engine.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    text = url.render_as_string(hide_password=False)
-    try:
-        open_database(text, upgrade=True).dispose()
-        yield text
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with scratch_schema(base, "bench") as url:
+        yield url
 
 
 class Processes:

@@ -26,6 +26,7 @@ import re
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -361,6 +362,29 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+@contextmanager
+def scratch_schema(base_url: str, prefix: str = "t", *, migrated: bool = True) -> Iterator[str]:
+    """The URL of a PostgreSQL schema of its own in the database at ``base_url`` (tests and
+    benchmarks): created (and ``migrated``) here, dropped with everything in it afterwards."""
+    from sqlalchemy.pool import NullPool
+
+    base = sa.engine.make_url(base_url)
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base, poolclass=NullPool)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = base.update_query_dict({"options": f"-csearch_path={schema}"})
+    text = url.render_as_string(hide_password=False)
+    try:
+        if migrated:
+            open_database(text, upgrade=True).dispose()
+        yield text
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 def upgrade_database(engine: Engine) -> tuple[str | None, str]:

@@ -5,26 +5,20 @@ executors and ``testchg.file``, and databases: SQLite, and the real PostgreSQL o
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from change_helpers import TUESDAY, FileExecutor, write_root
-from sqlalchemy.pool import NullPool
 
 from infra_automation.changes import ChangeService
 from infra_automation.config import load_settings
 from infra_automation.engine import Engine
 from infra_automation.executors import ExecutorRegistry
 from infra_automation.executors.builtin import FailExecutor, NoopExecutor, SleepExecutor
-from infra_automation.record import open_database
 from infra_automation.request import Request
-
-PG_ENV = "INFRA_TEST_POSTGRES_URL"
+from tests.unit.db_backends import database
 
 
 @pytest.fixture
@@ -71,23 +65,7 @@ def request_for(engine: Engine) -> Callable[..., Request]:
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
+def postgres_url(tmp_path: Path) -> Iterator[str]:
     """A fresh schema of the real PostgreSQL, migrated; dropped afterwards."""
-    url = os.environ.get(PG_ENV)
-    if not url:
-        pytest.fail(f'{PG_ENV} is not set: start PostgreSQL with eval "$(scripts/services.sh)"')
-    base = sa.engine.make_url(url)
-    schema = f"c_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base, poolclass=NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    text = base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-        hide_password=False
-    )
-    try:
-        open_database(text, upgrade=True).dispose()
-        yield text
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with database("postgresql", tmp_path) as url:
+        yield url

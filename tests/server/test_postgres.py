@@ -4,43 +4,22 @@ list. Fails, never skips, without it."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.pool import NullPool
 
 from infra_automation.client import InfraClient
 from infra_automation.identity import Role
-from infra_automation.record import open_database
 from tests.server.conftest import LiveServer, live_server, make_root
-
-PG_ENV = "INFRA_TEST_POSTGRES_URL"
+from tests.unit.db_backends import database
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
+def postgres_url(tmp_path: Path) -> Iterator[str]:
     """A fresh schema of the test PostgreSQL, migrated, dropped afterwards."""
-    given = os.environ.get(PG_ENV)
-    if not given:
-        pytest.fail(f'{PG_ENV} is not set: start PostgreSQL with eval "$(scripts/services.sh)"')
-    base = sa.engine.make_url(given)
-    schema = f"t_api_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base, poolclass=NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-    text = url.render_as_string(hide_password=False)
-    try:
-        open_database(text, upgrade=True).dispose()
-        yield text
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with database("postgresql", tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

@@ -6,16 +6,13 @@ fail: they are never skipped."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.pool import NullPool
 
-from infra_automation.record import open_database
+from infra_automation.record import scratch_schema
 
 PG_ENV = "INFRA_TEST_POSTGRES_URL"
 BACKENDS = ["sqlite", "postgresql"]
@@ -38,21 +35,8 @@ def database(kind: str, tmp_path: Path, *, migrated: bool = True) -> Iterator[st
     if kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'shared' / 'runs.db'}"
         return
-    base = sa.engine.make_url(postgres_url())
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base, poolclass=NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-    text = url.render_as_string(hide_password=False)
-    try:
-        if migrated:
-            open_database(text, upgrade=True).dispose()
-        yield text
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with scratch_schema(postgres_url(), migrated=migrated) as url:
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)
