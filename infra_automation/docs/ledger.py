@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.dialects import postgresql, sqlite
 
 from infra_automation.docs.safety import scrub, scrub_text, slug
 from infra_automation.events import Event, utcnow
@@ -570,14 +571,15 @@ class DatabaseLedgerStore:
             "updated_at": utcnow(),
         }
         try:
-            with self.db.begin() as conn:
-                done = conn.execute(
-                    project_states.update()
-                    .where(project_states.c.project == ledger.project)
-                    .values(**values)
+            with self.db.begin() as conn:  # one statement: two writers never collide
+                insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+                statement = insert(project_states).values(**values)
+                conn.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=[project_states.c.project],
+                        set_={c: statement.excluded[c] for c in ("ledger", "updated_at")},
+                    )
                 )
-                if not done.rowcount:
-                    conn.execute(project_states.insert().values(**values))
         except sa.exc.SQLAlchemyError as exc:
             message = describe_failure(exc, self.db, "save the docs ledger")
             raise ConfigurationError(message) from None
