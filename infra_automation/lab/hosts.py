@@ -69,6 +69,11 @@ PACKAGES = (
     "cron",
     # monitoring
     "prometheus-node-exporter",
+    # database (DBA department) and the web tier's driver for it
+    "postgresql",
+    "php-pgsql",
+    # host firewall (security department)
+    "nftables",
 )
 
 KEY_MOUNT = "/etc/infra-lab/authorized_keys"
@@ -166,6 +171,7 @@ class DebianHosts:
                 "--hostname", host,
                 "--label", f"{LABEL}={ctx.name}",
                 "--network", network,
+                "--cap-add", "NET_ADMIN",  # the security department's nftables
                 "-p", "127.0.0.1::22",
                 "-p", "127.0.0.1::80",
                 "-v", f"{pub}:{KEY_MOUNT}:ro",
