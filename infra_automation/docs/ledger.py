@@ -463,6 +463,11 @@ class Ledgers(Protocol):
 
     def all(self) -> Iterator[ProjectLedger]: ...
 
+    def stamps(self) -> dict[str, object]:
+        """Each project's version stamp (changes whenever its ledger is saved), without
+        reading the ledgers: what lets a reader keep rows of unchanged projects."""
+        ...
+
     def broken(self) -> list[tuple[object, str]]: ...
 
     def find_run(self, run_id: str) -> str | None: ...
@@ -479,6 +484,7 @@ class LedgerStore:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self._names: dict[Path, tuple[tuple[int, int], str]] = {}
 
     @classmethod
     def for_root(cls, root: Path) -> LedgerStore:
@@ -512,6 +518,27 @@ class LedgerStore:
                 yield self._read(path)
             except ConfigurationError as exc:
                 log.warning("%s", exc)
+
+    def stamps(self) -> dict[str, object]:
+        """Project -> (mtime, size) of its file; the project name is read only from files
+        not seen before (``_names``), as a file's name is the project's slug."""
+        found: dict[str, object] = {}
+        for path in self._paths():
+            try:
+                info = path.stat()
+                project = self._name(path, (info.st_mtime_ns, info.st_size))
+            except (OSError, ConfigurationError):
+                continue
+            if project is not None:
+                found[project] = (info.st_mtime_ns, info.st_size)
+        return found
+
+    def _name(self, path: Path, stamp: tuple[int, int]) -> str | None:
+        cached = self._names.get(path)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, self._read(path).project)
+            self._names[path] = cached
+        return cached[1]
 
     def broken(self) -> list[tuple[object, str]]:
         """The ledgers that cannot be read, with the reason."""
@@ -601,6 +628,14 @@ class DatabaseLedgerStore:
                 log.warning("%s", exc)
         if self.files is not None:
             yield from (x for x in self.files.all() if x.project not in stored)
+
+    def stamps(self) -> dict[str, object]:
+        """Project -> ``updated_at`` of its row (files of projects not moved over yet too)."""
+        query = sa.select(project_states.c.project, project_states.c.updated_at)
+        with self.db.connect() as conn:
+            stored: dict[str, object] = {str(p): at for p, at in conn.execute(query)}
+        files = self.files.stamps() if self.files is not None else {}
+        return {**{p: ("file", s) for p, s in files.items()}, **stored}
 
     def broken(self) -> list[tuple[object, str]]:
         found: list[tuple[object, str]] = []

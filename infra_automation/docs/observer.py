@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from infra_automation.docs.ledger import Ledgers, ProjectLedger, apply_event, ledger_store
 from infra_automation.docs.site import build_site
-from infra_automation.docs.writer import DocsWriter
+from infra_automation.docs.writer import DocsWriter, index_row
 from infra_automation.events import Event
-from infra_automation.exceptions import InfraError
+from infra_automation.exceptions import ConfigurationError, InfraError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -39,6 +39,7 @@ class DocsObserver:
         self._projects: dict[str, str] = {}
         self._sites: dict[str, Path] = {}  # run id -> site a docs.build step built in it
         self._lock = threading.Lock()
+        self._index: dict[str, tuple[object, dict[str, Any]]] = {}  # project -> stamp, row
 
     def on_event(self, event: Event) -> None:
         if event.kind not in WRITE_ON:
@@ -86,7 +87,29 @@ class DocsObserver:
 
     def write(self, ledger: ProjectLedger) -> None:
         self.writer.write_project(ledger)
-        self.writer.write_index(self.store.all())
+        self.writer.write_index_rows(self._index_rows(ledger))
+
+    def _index_rows(self, saved: ProjectLedger) -> list[dict[str, Any]]:
+        """The index's rows: ``saved`` as it is, other projects from the rows kept since
+        the last write unless their stamp changed (another process saved them), so a step
+        boundary reads one cheap listing, not every project's ledger."""
+        rows: dict[str, dict[str, Any]] = {saved.project: index_row(saved)}
+        kept: dict[str, tuple[object, dict[str, Any]]] = {
+            saved.project: (None, rows[saved.project])
+        }
+        for project, stamp in self.store.stamps().items():
+            if project in rows:
+                continue
+            cached = self._index.get(project)
+            if cached is None or cached[0] != stamp or stamp is None:
+                try:
+                    cached = (stamp, index_row(self.store.load(project)))
+                except ConfigurationError as exc:
+                    log.warning("%s", exc)  # one broken ledger never hides the others
+                    continue
+            kept[project], rows[project] = cached, cached[1]
+        self._index = kept
+        return list(rows.values())
 
     def _project_of(self, event: Event) -> str | None:
         if event.kind.startswith("verify."):  # a verification names its project

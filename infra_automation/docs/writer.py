@@ -106,8 +106,12 @@ class DocsWriter:
         return [*written, notes]
 
     def write_index(self, ledgers: Iterable[ProjectLedger]) -> Path:
-        rows = [_index_row(ledger) for ledger in sorted(ledgers, key=lambda x: x.project)]
-        page = Page("index.md", "docs/projects.md.j2", {"projects": rows})
+        return self.write_index_rows([index_row(ledger) for ledger in ledgers])
+
+    def write_index_rows(self, rows: Iterable[dict[str, Any]]) -> Path:
+        """The projects index from rows of :func:`index_row` (any order)."""
+        ordered = sorted(rows, key=lambda row: str(row["project"]))
+        page = Page("index.md", "docs/projects.md.j2", {"projects": ordered})
         return self._write(self.projects_dir / "index.md", page)
 
     def pages(self, ledger: ProjectLedger) -> list[Page]:
@@ -351,7 +355,8 @@ def _failure_view(run: RunRecord) -> dict[str, Any]:
     }
 
 
-def _index_row(ledger: ProjectLedger) -> dict[str, Any]:
+def index_row(ledger: ProjectLedger) -> dict[str, Any]:
+    """What the projects index shows of one project."""
     return {
         "project": ledger.project,
         "path": f"{slug(ledger.project)}/index.md",

@@ -19,7 +19,8 @@ from infra_automation.docs.ledger import (
     Resource,
     RunRecord,
 )
-from infra_automation.record import open_database, project_states
+from infra_automation.docs.observer import DocsObserver
+from infra_automation.record import open_database, project_states, utcnow
 
 
 @pytest.fixture
@@ -76,3 +77,54 @@ def test_a_ledger_file_is_read_until_the_project_is_saved(db: Engine, tmp_path: 
     store.save(moved)
     assert DatabaseLedgerStore(db).load("old") == moved  # now in the database
     assert store.projects() == ["old"]  # once, from the database
+
+
+def _index(root: Path) -> str:
+    return (root / "docs" / "projects" / "index.md").read_text()
+
+
+def _write(observer: DocsObserver, ledger: ProjectLedger) -> None:
+    observer.store.save(ledger)
+    observer.write(ledger)
+
+
+class _Counting(DatabaseLedgerStore):
+    loads: list[str]
+
+    def load(self, project: str) -> ProjectLedger:
+        self.loads.append(project)
+        return super().load(project)
+
+    def all(self) -> Iterator[ProjectLedger]:
+        raise AssertionError("the index must not read every ledger")
+
+
+def test_the_index_reads_only_ledgers_saved_elsewhere_since_its_last_write(
+    db: Engine, tmp_path: Path
+) -> None:
+    """Two observers (two processes) on one database: each one's index shows the other's
+    projects at their latest state, and a step boundary re-reads only what changed."""
+    one, other = tmp_path / "one", tmp_path / "other"
+    store = _Counting(db)
+    store.loads = []
+    first = DocsObserver(one, store=store)
+    second = DocsObserver(other, db)
+    _write(second, _ledger("bank", "run-1"))
+    _write(first, _ledger("shop", "run-2"))
+    assert store.loads == ["bank"] and "bank" in _index(one) and "shop" in _index(one)
+    _write(first, _ledger("shop", "run-3"))
+    assert store.loads == ["bank"]  # bank unchanged: its row kept, shop's from the ledger
+    failed = _ledger("bank", "run-4")
+    failed.runs[0].status = "failed"
+    _write(second, failed)
+    _write(first, _ledger("shop", "run-5"))
+    assert store.loads == ["bank", "bank"]
+    bank_row = next(line for line in _index(one).splitlines() if "bank" in line)
+    assert "failed" in bank_row.lower(), bank_row
+    with db.begin() as conn:  # a broken document: left out, the others still listed
+        conn.execute(project_states.delete().where(project_states.c.project == "bank"))
+        conn.execute(
+            project_states.insert().values(project="bank", ledger={"runs": 3}, updated_at=utcnow())
+        )
+    _write(first, _ledger("shop", "run-6"))
+    assert "shop" in _index(one) and "bank" not in _index(one)
