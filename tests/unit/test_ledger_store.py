@@ -20,7 +20,8 @@ from infra_automation.docs.ledger import (
     RunRecord,
 )
 from infra_automation.docs.observer import DocsObserver
-from infra_automation.record import open_database, project_states, utcnow
+from infra_automation.events import utcnow
+from infra_automation.record import open_database, project_states
 
 
 @pytest.fixture
