@@ -57,22 +57,28 @@ def export_document(view: ChangeView) -> dict[str, Any]:
             "retrospective_by": view.retrospective_by,
             "retrospective_at": _iso(view.retrospective_at),
         },
-        "approvals": [_approval(a) for a in view.approvals],
+        "approvals": [approval_fields(a) for a in view.approvals],
         "work_notes": [_note(h) for h in view.history],
         "git": dict(record.git) if record.git else None,
         "content": dict(record.content),
     }
 
 
-def _approval(approval: Approval) -> dict[str, Any]:
+def approval_fields(approval: Approval, timespec: str = "auto") -> dict[str, Any]:
+    """One approval as the export and the project's docs show it (``timespec`` of the
+    timestamps: the docs show seconds)."""
+
+    def iso(value: Any) -> str | None:
+        return value.isoformat(timespec=timespec) if value is not None else None
+
     return {
         "approver": approval.approver,
         "decision": approval.decision,
         "department": approval.department,
         "sha256": approval.change_hash,
-        "at": _iso(approval.at),
-        "expires_at": _iso(approval.expires_at),
-        "voided_at": _iso(approval.voided_at),
+        "at": iso(approval.at),
+        "expires_at": iso(approval.expires_at),
+        "voided_at": iso(approval.voided_at),
         "void_reason": approval.void_reason,
         "comment": approval.comment,
     }

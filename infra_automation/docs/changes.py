@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from infra_automation.changes.export import approval_fields
 from infra_automation.docs.ledger import LedgerStore
 from infra_automation.docs.safety import scrub, scrub_text, slug
 from infra_automation.exceptions import InfraError
@@ -137,17 +138,10 @@ def entry(view: ChangeView) -> ChangeEntry:
 
 
 def _approval(approval: Approval) -> dict[str, Any]:
-    return {
-        "approver": approval.approver,
-        "decision": approval.decision,
-        "department": approval.department,
-        "sha256": approval.change_hash,
-        "at": _iso(approval.at),
-        "expires_at": _iso(approval.expires_at),
-        "voided_at": _iso(approval.voided_at),
-        "void_reason": scrub_text(approval.void_reason) or None,
-        "comment": scrub_text(approval.comment) or None,
-    }
+    fields = approval_fields(approval, timespec="seconds")
+    for text in ("void_reason", "comment"):
+        fields[text] = scrub_text(fields[text]) or None
+    return fields
 
 
 def _state(change: StateChange) -> dict[str, Any]:
