@@ -1,13 +1,19 @@
-"""One inventory for every department: Nornir, Ansible and the vCenter connection.
+"""One inventory for every department: Nornir, Ansible and the departments' own sections.
 
 An inventory is a folder (``inventories/<name>/``)::
 
-    inventory.yml            hand-written: groups, hosts, their data, vcenter objects, ipam pools
+    inventory.yml            hand-written: groups, hosts, their data, the departments' sections
     generated/*.yml          written by tools (``infra lab up``): connection details, merged in
     generated/secrets.yml    secrets (mode 0600), read through ``secrets.Secrets``
 
 Generated files are deep-merged over the hand-written file, host by host, so that
 connection details are kept apart from the data people maintain.
+
+Besides its core keys (``name``, ``defaults``, ``groups``, ``hosts``, ``host_binding``,
+``change``) an inventory holds one section per department that needs one (``vcenter`` of the
+VMware department, ``ipam`` of IPAM, ...): each registered with its pydantic model through the
+``infra_automation.inventory_sections`` entry points (:mod:`infra_automation.sections`), read
+by the department with ``inventory.section("vcenter", VCenter)``. The core names none of them.
 
 Hosts created at run time (VMs) are reached through a *host binding* (an extension point:
 one Protocol, one registry): ``static`` treats the VM's address as the SSH host; ``pool``
@@ -28,14 +34,22 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    model_validator,
+)
 
 from infra_automation import yamlio
 from infra_automation.exceptions import ConfigurationError, TargetRejected
 from infra_automation.files import write_atomic
 from infra_automation.secrets import Secrets
+from infra_automation.sections import SECTIONS
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -43,6 +57,7 @@ if TYPE_CHECKING:
 HAND_WRITTEN = "inventory.yml"
 GENERATED_DIR = "generated"
 SECRETS_FILE = "secrets.yml"
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Model(BaseModel):
@@ -70,33 +85,6 @@ class Host(_Model):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class VCenter(_Model):
-    host: str = "127.0.0.1"
-    port: int = 443
-    protocol: str = "https"
-    username: str = "administrator@vsphere.local"
-    password_secret: str = "vcenter_password"  # noqa: S105 - the secret's name, not a value
-    verify_tls: bool = True
-    datacenter: str = "DC0"
-    cluster: str = "DC0_C0"
-    resource_pool: str | None = None
-    datastore: str = "LocalDS_0"
-    dvswitch: str = "DVS0"
-    template: str = "DC0_C0_RP0_VM0"
-    vm_root_folder: str = ""
-
-
-class IpamPool(_Model):
-    vlan_min: int = Field(ge=1, le=4094)
-    vlan_max: int = Field(ge=1, le=4094)
-    supernet: str
-    prefix_length: int = Field(ge=8, le=30)
-
-
-class Ipam(_Model):
-    pools: dict[str, IpamPool] = Field(default_factory=dict)
-
-
 class HostBindingConfig(_Model):
     kind: str = "static"
     group: str | None = None  # for kind "pool": the group whose hosts VMs are bound to
@@ -108,16 +96,42 @@ class HostBindingConfig(_Model):
     pool: str | None = None  # the pool's name in the database (default "<inventory>/<group>")
 
 
-class InventoryFile(_Model):
+class InventoryFile(BaseModel):
+    """The core keys of an inventory; every other top-level key is a department's section.
+
+    Sections are validated by the models registered in :data:`~infra_automation.sections.
+    SECTIONS` (entry points): an unregistered key is refused. ``host_binding`` is core: every
+    department whose hosts are made at run time (VMs reached by the OS, web, backup steps) and
+    the Ansible inventory plugin reach them through the inventory's binder. ``change`` is
+    core: the change policy is read by the change gate, not by a department.
+    """
+
+    model_config = ConfigDict(extra="allow")  # the sections, validated below
+
     name: str = ""
     defaults: Group = Field(default_factory=Group)
     groups: dict[str, Group] = Field(default_factory=dict)
     hosts: dict[str, Host] = Field(default_factory=dict)
-    vcenter: VCenter | None = None
-    ipam: Ipam = Field(default_factory=Ipam)
     host_binding: HostBindingConfig = Field(default_factory=HostBindingConfig)
     # The site's change policy (approvals, windows, blackouts): read by infra_automation.changes.
     change: dict[str, Any] | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _sections(cls, data: Any, handler: ModelWrapValidatorHandler[InventoryFile]) -> Any:
+        """Core keys by this model, the others by their registered sections."""
+        if not isinstance(data, Mapping):
+            return handler(data)  # an instance, or pydantic's own error for a non-mapping
+        core = {k: v for k, v in data.items() if k in cls.model_fields}
+        rest = {k: v for k, v in data.items() if k not in cls.model_fields}
+        spec = handler(core)
+        spec.__pydantic_extra__ = SECTIONS.validate(rest, core=cls.model_fields)
+        return spec
+
+    @property
+    def sections(self) -> dict[str, BaseModel]:
+        """The departments' sections present in this inventory, by key."""
+        return dict(self.__pydantic_extra__ or {})
 
 
 class Inventory:
@@ -137,15 +151,22 @@ class Inventory:
     def groups(self) -> dict[str, Group]:
         return self.spec.groups
 
-    @property
-    def vcenter(self) -> VCenter:
-        if self.spec.vcenter is None:
-            raise ConfigurationError(f"inventory {self.name!r} has no 'vcenter' section")
-        return self.spec.vcenter
+    def section(self, name: str, model: type[M], *, default: M | None = None) -> M:
+        """The department section ``name``, validated as ``model`` (the one registered).
 
-    @property
-    def ipam(self) -> Ipam:
-        return self.spec.ipam
+        A missing section is ``default``, or a ConfigurationError when there is none.
+        """
+        found = self.spec.sections.get(name)
+        if found is None:
+            if default is not None:
+                return default
+            raise ConfigurationError(f"inventory {self.name!r} has no {name!r} section")
+        if not isinstance(found, model):
+            raise ConfigurationError(
+                f"inventory section {name!r} is registered as {type(found).__name__}, "
+                f"not {model.__name__}"
+            )
+        return found
 
     @property
     def generated_dir(self) -> Path | None:

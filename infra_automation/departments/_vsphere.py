@@ -30,6 +30,7 @@ from typing import Any
 import pyVmomi
 from pyVim.connect import Disconnect, SmartConnect
 
+from infra_automation.departments.vmware import VCenter, vcenter_config
 from infra_automation.exceptions import (
     ConfigurationError,
     TargetAuthError,
@@ -39,7 +40,6 @@ from infra_automation.exceptions import (
     TargetUnreachable,
 )
 from infra_automation.executors.base import StepContext
-from infra_automation.inventory import VCenter
 
 # pyVmomi's stubs leave the data-object constructors unannotated: use the SDK dynamically.
 vim: Any = pyVmomi.vim
@@ -244,7 +244,7 @@ class VSphere:
 
 def session(ctx: StepContext) -> VSphere:
     """The run's vCenter session: created by the first step that asks, logged out at run end."""
-    vc = ctx.inventory.vcenter
+    vc = vcenter_config(ctx.inventory)
     if ctx.secrets is None:
         raise ConfigurationError(f"step {ctx.step_id!r}: no secrets in the step context")
     password = ctx.secrets.get(vc.password_secret)

@@ -28,6 +28,7 @@ import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import IPv4Network
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,9 +36,12 @@ from sqlalchemy import Connection, Engine
 
 from infra_automation.exceptions import ConfigurationError, InfraError, TargetRejected
 from infra_automation.executors.base import ExecutorInfo, StepContext
-from infra_automation.inventory import IpamPool
 from infra_automation.results import ErrorKind, StepResult, error_kind_of
+from infra_automation.sections import Section
 from infra_automation.validation import NAME_RE, Name
+
+if TYPE_CHECKING:
+    from infra_automation.inventory import Inventory
 
 ATTEMPTS = 50  # races lost to parallel runs before giving up
 HOSTS_MAX = 4096
@@ -55,6 +59,36 @@ allocations = sa.Table(
     sa.UniqueConstraint("vlan_id", name="uq_ipam_vlan"),
     sa.UniqueConstraint("subnet", name="uq_ipam_subnet"),
 )
+
+
+# --- the department's inventory section ------------------------------------------------------
+
+
+class IpamPool(BaseModel):
+    """A pool of ``ipam.pools``: VLANs ``vlan_min..vlan_max``, subnets of ``supernet``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vlan_min: int = Field(ge=1, le=4094)
+    vlan_max: int = Field(ge=1, le=4094)
+    supernet: str
+    prefix_length: int = Field(ge=8, le=30)
+
+
+class IpamConfig(BaseModel):
+    """The inventory's ``ipam`` section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pools: dict[str, IpamPool] = Field(default_factory=dict)
+
+
+IPAM_SECTION = Section("ipam", IpamConfig)  # the entry point of infra_automation.sections
+
+
+def ipam_config(inventory: Inventory) -> IpamConfig:
+    """The inventory's ``ipam`` section; an inventory without one has no pools."""
+    return inventory.section(IPAM_SECTION.name, IpamConfig, default=IpamConfig())
 
 
 class AllocateParams(BaseModel):
@@ -333,7 +367,7 @@ def _setup(ctx: StepContext) -> tuple[Ipam, str, IpamPool, AllocateParams]:
         raise ConfigurationError(f"ipam: project name {ctx.project!r} is not a valid name")
     if ctx.db is None:
         raise ConfigurationError("ipam: no database: the run record's engine is required")
-    pools = ctx.inventory.ipam.pools
+    pools = ipam_config(ctx.inventory).pools
     if params.pool not in pools:
         known = ", ".join(sorted(pools)) or "none"
         raise ConfigurationError(

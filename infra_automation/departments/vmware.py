@@ -16,7 +16,7 @@ resources), logged out when the run ends. The password is the inventory secret n
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -35,7 +35,11 @@ from infra_automation.exceptions import RenderError
 from infra_automation.executors.base import ExecutorInfo, StepContext
 from infra_automation.render import package_templates, render_template
 from infra_automation.results import StepResult
+from infra_automation.sections import Section
 from infra_automation.validation import HostLabel, Name, Role, SafeText
+
+if TYPE_CHECKING:
+    from infra_automation.inventory import Inventory
 
 VM_TEMPLATE = "vmware/vm.yml.j2"
 Size = Literal["small", "medium", "large"]
@@ -48,6 +52,37 @@ class _Params(BaseModel):
 
 class _Outputs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- the department's inventory section ------------------------------------------------------
+
+
+class VCenter(BaseModel):
+    """The inventory's ``vcenter`` section: where vCenter is and the objects projects use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=443, ge=1, le=65535)
+    protocol: Literal["http", "https"] = "https"
+    username: str = "administrator@vsphere.local"
+    password_secret: str = "vcenter_password"  # noqa: S105 - the secret's name, not a value
+    verify_tls: bool = True
+    datacenter: str = "DC0"
+    cluster: str = "DC0_C0"
+    resource_pool: str | None = None
+    datastore: str = "LocalDS_0"
+    dvswitch: str = "DVS0"
+    template: str = "DC0_C0_RP0_VM0"
+    vm_root_folder: str = ""
+
+
+VCENTER_SECTION = Section("vcenter", VCenter)  # the entry point of infra_automation.sections
+
+
+def vcenter_config(inventory: Inventory) -> VCenter:
+    """The inventory's ``vcenter`` section (ConfigurationError if it has none)."""
+    return inventory.section(VCENTER_SECTION.name, VCenter)
 
 
 # --- models ---------------------------------------------------------------------------------

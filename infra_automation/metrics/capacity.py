@@ -207,9 +207,10 @@ class CapacityContext:
         """:class:`~infra_automation.metrics.vcenter_capacity.VCenterFacts` (read once)."""
 
         def read() -> Any:
+            from infra_automation.departments.vmware import vcenter_config
             from infra_automation.metrics.vcenter_capacity import read_vcenter
 
-            vc = self.inventory.vcenter
+            vc = vcenter_config(self.inventory)
             return read_vcenter(vc, self.inventory.secrets.get(vc.password_secret))
 
         return self.once("vcenter", read)
@@ -235,11 +236,11 @@ PoolReader = Callable[[CapacityContext], list[Pool]]
 
 def ipam_pools(ctx: CapacityContext) -> list[Pool]:
     """VLANs and subnets of each IPAM pool of the inventory."""
-    from infra_automation.departments.ipam import pool_supernet
+    from infra_automation.departments.ipam import ipam_config, pool_supernet
 
     out: list[Pool] = []
     allocations = ctx.allocations
-    for name, spec in sorted(ctx.inventory.ipam.pools.items()):
+    for name, spec in sorted(ipam_config(ctx.inventory).pools.items()):
         vlans: dict[str, float] = defaultdict(float)
         for project, _, vlan, _ in allocations:
             if spec.vlan_min <= vlan <= spec.vlan_max:
@@ -494,8 +495,11 @@ def vms_demand(
     role = str(_param(step, "role", variables, "app"))
     names = [f"{project}-{role}-{i:02d}" for i in range(1, count + 1)]
     cpu, memory = _vm_size(step, variables, ctx, project, role)
+    from infra_automation.departments.vmware import vcenter_config
+
     facts = ctx.vcenter()
-    template = str(_param(step, "template", variables, None) or ctx.inventory.vcenter.template)
+    default_template = vcenter_config(ctx.inventory).template
+    template = str(_param(step, "template", variables, None) or default_template)
     disk = facts.template_disks.get(template, 0) / GIB
     cluster = facts.cluster
     new = [n for n in names if facts.vm(n) is None]

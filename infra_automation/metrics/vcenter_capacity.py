@@ -20,10 +20,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra_automation.exceptions import InfraError
-from infra_automation.inventory import VCenter
+
+if TYPE_CHECKING:
+    from infra_automation.departments.vmware import VCenter
 
 CONNECT_TIMEOUT = 10  # seconds: a pre-flight never waits long on a vCenter that hangs
 PROJECT_KEY = "guestinfo.infra.project"

@@ -26,8 +26,9 @@ from landscape_root import make_root, write_request
 from pyVim.connect import Disconnect, SmartConnect
 
 from infra_automation.departments import network, vmware
+from infra_automation.departments.vmware import VCenter, vcenter_config
 from infra_automation.executors.base import RunResources, StepContext
-from infra_automation.inventory import Inventory, VCenter, load_inventory
+from infra_automation.inventory import Inventory, load_inventory
 from infra_automation.lab import Lab
 from infra_automation.lab.base import LabContext
 from infra_automation.lab.vcenter import VCenterSim
@@ -71,7 +72,7 @@ def steps_of(run: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 
 def vcenter_folder_exists(inventory: Inventory, name: str) -> bool:
-    vc = inventory.vcenter
+    vc = vcenter_config(inventory)
     password = inventory.secrets.get(vc.password_secret)
     si = SmartConnect(
         host=vc.host, port=vc.port, user=vc.username, pwd=password, protocol=vc.protocol

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from infra_automation.departments.vmware import vcenter_config
 from infra_automation.inventory import Host, Inventory, load_inventory
 from infra_automation.lab import Lab, LabOptions
 from infra_automation.lab.base import pid_alive, read_pid
@@ -54,7 +55,7 @@ def test_pyvmomi_finds_datacenter_cluster_hosts_datastore_switch_and_template(
     from pyVim.connect import Disconnect, SmartConnect
     from pyVmomi import vim
 
-    vc = inventory.vcenter
+    vc = vcenter_config(inventory)
     password = inventory.secrets.get(vc.password_secret)
     si = SmartConnect(host=vc.host, port=vc.port, user=vc.username, pwd=password, protocol="http")
     try:

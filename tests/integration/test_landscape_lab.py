@@ -23,6 +23,7 @@ import pytest
 import yaml
 from landscape_root import make_root, write_request
 
+from infra_automation.departments.vmware import vcenter_config
 from infra_automation.inventory import Inventory, load_inventory
 from infra_automation.lab import Lab
 
@@ -140,7 +141,7 @@ def vcenter_vms(inventory: Inventory) -> dict[str, dict[str, Any]]:
     from pyVim.connect import Disconnect, SmartConnect
     from pyVmomi import vim
 
-    vc = inventory.vcenter
+    vc = vcenter_config(inventory)
     pwd = inventory.secrets.get(vc.password_secret)
     si = SmartConnect(host=vc.host, port=vc.port, user=vc.username, pwd=pwd, protocol="http")
     try:

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
 
-from infra_automation.departments.ipam import AllocateExecutor, AllocateParams
+from infra_automation.departments.ipam import AllocateExecutor, AllocateParams, IpamConfig, IpamPool
 from infra_automation.departments.network import (
     ConfigureExecutor,
     ConfigureParams,
@@ -27,7 +27,7 @@ from infra_automation.departments.network import (
     UnconfigureExecutor,
 )
 from infra_automation.executors.base import RunResources, StepContext
-from infra_automation.inventory import Inventory, Ipam, IpamPool, load_inventory
+from infra_automation.inventory import Inventory, load_inventory
 from infra_automation.lab.routers import Routers
 from infra_automation.record import open_database
 from infra_automation.results import ErrorKind, Status, StepResult
@@ -300,7 +300,7 @@ def test_ipam_outputs_drive_the_network_change(
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'record.db'}")
     # a pool of our own: the shared lab's "default" pool is used by other tests' projects
     pool = IpamPool(vlan_min=3300, vlan_max=3399, supernet="10.78.0.0/16", prefix_length=24)
-    spec = project.inventory.spec.model_copy(update={"ipam": Ipam(pools={"nettest": pool})})
+    spec = project.inventory.spec.model_copy(update={"ipam": IpamConfig(pools={"nettest": pool})})
     project.inventory = Inventory(spec, project.inventory.path)
     ipam_ctx = StepContext(
         run_id="r",

@@ -19,6 +19,7 @@ from pyVmomi import vim
 
 from infra_automation.departments import vmware
 from infra_automation.departments._vsphere import VSphere
+from infra_automation.departments.vmware import vcenter_config
 from infra_automation.executors.base import Executor, RunResources, StepContext
 from infra_automation.inventory import Inventory, load_inventory
 from infra_automation.lab import Lab
@@ -41,7 +42,7 @@ def inventory(lab: Lab) -> Inventory:
 @pytest.fixture(scope="module")
 def si(inventory: Inventory) -> Iterator[Any]:
     """Our own look into vCenter, independent of the department's code."""
-    vc = inventory.vcenter
+    vc = vcenter_config(inventory)
     conn = SmartConnect(
         host=vc.host,
         port=vc.port,
@@ -98,7 +99,7 @@ def nic_portgroup_key(vm: Any) -> str | None:
 
 def clone_by_hand(si: Any, inventory: Inventory, name: str) -> Any:
     """A VM made outside our tool, in the datacenter's root VM folder."""
-    vc = inventory.vcenter
+    vc = vcenter_config(inventory)
     template = find(si, f"{vc.datacenter}/vm/{vc.template}")
     pool = find(si, f"{vc.datacenter}/host/{vc.cluster}/Resources")
     spec = vim.vm.CloneSpec(location=vim.vm.RelocateSpec(pool=pool), powerOn=False)
@@ -109,7 +110,7 @@ def clone_by_hand(si: Any, inventory: Inventory, name: str) -> Any:
 
 
 def destroy_by_hand(si: Any, inventory: Inventory, vm: Any) -> None:
-    VSphere(si=si, vc=inventory.vcenter).wait(vm.Destroy_Task(), "destroy")
+    VSphere(si=si, vc=vcenter_config(inventory)).wait(vm.Destroy_Task(), "destroy")
 
 
 def vms_params(project: str, **over: Any) -> dict[str, Any]:
@@ -160,14 +161,14 @@ def test_apply_creates_folder_portgroup_and_vms(
     for result in results:
         assert not result.failed, result.error
         assert result.changed
-    dc = inventory.vcenter.datacenter
+    dc = vcenter_config(inventory).datacenter
 
     folder = find(si, f"{dc}/vm/{project}")
     assert isinstance(folder, vim.Folder)
     pg = find(si, f"{dc}/network/{project}")
     assert isinstance(pg, vim.dvs.DistributedVirtualPortgroup)
     assert pg.config.defaultPortConfig.vlan.vlanId == VLAN
-    assert pg.config.distributedVirtualSwitch.name == inventory.vcenter.dvswitch
+    assert pg.config.distributedVirtualSwitch.name == vcenter_config(inventory).dvswitch
 
     names = [f"{project}-web-01", f"{project}-web-02"]
     assert sorted(child.name for child in folder.childEntity) == names
@@ -190,7 +191,7 @@ def test_outputs_are_what_vcenter_reports(
     applied: tuple[str, list[StepResult]], inventory: Inventory, si: Any
 ) -> None:
     project, (folder_r, pg_r, vms_r) = applied
-    dc = inventory.vcenter.datacenter
+    dc = vcenter_config(inventory).datacenter
     assert folder_r.outputs["moid"] == find(si, f"{dc}/vm/{project}")._moId
     pg = find(si, f"{dc}/network/{project}")
     assert pg_r.outputs["vlan_id"] == VLAN
@@ -233,9 +234,9 @@ def test_drift_is_put_back(
     applied: tuple[str, list[StepResult]], inventory: Inventory, si: Any
 ) -> None:
     project, _ = applied
-    dc = inventory.vcenter.datacenter
+    dc = vcenter_config(inventory).datacenter
     vm = find(si, f"{dc}/vm/{project}/{project}-web-02")
-    vs = VSphere(si=si, vc=inventory.vcenter)
+    vs = VSphere(si=si, vc=vcenter_config(inventory))
     vs.wait(vm.PowerOffVM_Task(), "power off")
     vs.wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(numCPUs=1, memoryMB=512)), "shrink")
 
@@ -257,7 +258,7 @@ def test_vlan_change_is_applied_and_read_back(
     applied: tuple[str, list[StepResult]], inventory: Inventory, si: Any
 ) -> None:
     project, _ = applied
-    pg = find(si, f"{inventory.vcenter.datacenter}/network/{project}")
+    pg = find(si, f"{vcenter_config(inventory).datacenter}/network/{project}")
     try:
         result = run_step(
             vmware.PortgroupExecutor(), inventory, {"project": project, "vlan_id": 124}
@@ -278,7 +279,7 @@ def test_vlan_change_is_applied_and_read_back(
 
 def test_check_mode_creates_nothing(inventory: Inventory, si: Any) -> None:
     project = _project("dry")
-    dc = inventory.vcenter.datacenter
+    dc = vcenter_config(inventory).datacenter
     res = RunResources()
     folder = run_step(vmware.FolderExecutor(), inventory, {"project": project}, check=True)
     pg = run_step(
@@ -326,7 +327,7 @@ def test_missing_template_fails_the_step(bare_project: str, inventory: Inventory
         assert result.failed
         assert "no-such-template" in (result.error or "")
         assert "not found" in (result.error or "")
-    folder = find(si, f"{inventory.vcenter.datacenter}/vm/{bare_project}")
+    folder = find(si, f"{vcenter_config(inventory).datacenter}/vm/{bare_project}")
     assert list(folder.childEntity) == []
 
 
@@ -336,7 +337,7 @@ def test_a_vm_that_is_not_a_template_is_never_cloned(
     params = vms_params(bare_project, template="DC0_H0_VM0", count=1)  # an ordinary VM
     result = run_step(vmware.VmsExecutor(), inventory, params)
     assert result.failed and "is a VM, not a template" in (result.error or "")
-    folder = find(si, f"{inventory.vcenter.datacenter}/vm/{bare_project}")
+    folder = find(si, f"{vcenter_config(inventory).datacenter}/vm/{bare_project}")
     assert list(folder.childEntity) == []
 
 
@@ -350,7 +351,7 @@ def test_vm_name_taken_elsewhere_fails_that_vm(
         [bad, good] = result.targets
         assert bad.failed and "already used" in (bad.error or "")
         assert not good.failed
-        folder = find(si, f"{inventory.vcenter.datacenter}/vm/{bare_project}")
+        folder = find(si, f"{vcenter_config(inventory).datacenter}/vm/{bare_project}")
         assert [c.name for c in folder.childEntity] == [f"{bare_project}-web-02"]
         assert intruder.config.hardware.numCPU == 1  # the foreign VM was not touched
     finally:
@@ -370,7 +371,7 @@ def test_folder_name_taken_by_a_vm_fails_with_the_vcenter_fault(
         assert "vCenter fault DuplicateName" in (result.error or "")
         assert f"name={project}" in (result.error or "")
         assert isinstance(
-            find(si, f"{inventory.vcenter.datacenter}/vm/{project}"), vim.VirtualMachine
+            find(si, f"{vcenter_config(inventory).datacenter}/vm/{project}"), vim.VirtualMachine
         )
     finally:
         destroy_by_hand(si, inventory, intruder)
@@ -393,7 +394,7 @@ def test_session_is_shared_and_logged_out_at_run_end(inventory: Inventory) -> No
     run_step(
         vmware.FolderExecutor(), inventory, {"project": _project("x")}, check=True, resources=res
     )
-    vc = inventory.vcenter
+    vc = vcenter_config(inventory)
     session = res.get(f"vmware:{vc.host}:{vc.port}", lambda: None)
     assert isinstance(session, VSphere)
     assert session.si.content.sessionManager.currentSession is not None
@@ -409,7 +410,7 @@ def test_decommission_removes_what_apply_created(inventory: Inventory, si: Any) 
     project = _project("gone")
     for result in apply_all(inventory, project):
         assert not result.failed, result.error
-    dc = inventory.vcenter.datacenter
+    dc = vcenter_config(inventory).datacenter
     names = [f"{project}-web-01", f"{project}-web-02"]
     pool = inventory.select(group="vm-pool") if "vm-pool" in inventory.groups else []
     if pool:
@@ -462,7 +463,7 @@ def test_many_vms_are_cloned_in_parallel_and_reported_in_order(
         assert result.outputs["names"] == names
         assert [v["ip"] for v in result.outputs["vms"]] == addresses
         assert not again.failed and not again.changed
-        dc = inventory.vcenter.datacenter
+        dc = vcenter_config(inventory).datacenter
         for name, address in zip(names, addresses, strict=True):
             vm = find(si, f"{dc}/vm/{project}/{name}")
             assert vm.runtime.powerState == "poweredOn"
@@ -470,4 +471,4 @@ def test_many_vms_are_cloned_in_parallel_and_reported_in_order(
             assert extra["guestinfo.infra.ip"] == address
     finally:
         run_step(vmware.DecommissionExecutor(), inventory, {"project": project})
-    assert find(si, f"{inventory.vcenter.datacenter}/vm/{project}") is None
+    assert find(si, f"{vcenter_config(inventory).datacenter}/vm/{project}") is None

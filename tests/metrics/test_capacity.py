@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from infra_automation.cli import stats as stats_cli
 from infra_automation.config import load_settings
-from infra_automation.departments.ipam import AllocateParams, Ipam, allocations
+from infra_automation.departments.ipam import AllocateParams, Ipam, allocations, ipam_config
 from infra_automation.engine import Engine
 from infra_automation.exceptions import ConfigurationError
 from infra_automation.inventory import Inventory, InventoryFile, load_inventory
@@ -60,7 +60,7 @@ def db(tmp_path: Path) -> sa.Engine:
 
 
 def allocate(db: sa.Engine, inventory: Inventory, project: str) -> None:
-    pool = inventory.ipam.pools["tiny"]
+    pool = ipam_config(inventory).pools["tiny"]
     Ipam(db).allocate(project, "tiny", pool, AllocateParams(pool="tiny", hosts=2), "r")
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra_automation.departments.vmware import vcenter_config
 from infra_automation.inventory import load_inventory
 from infra_automation.lab import Lab
 from infra_automation.metrics.vcenter_capacity import read_vcenter
@@ -103,5 +104,5 @@ def test_a_landscape_that_fits_passes_the_pre_flight(root: Path) -> None:
 
 def read_vcenter_names(lab: Lab) -> set[str]:
     inventory = load_inventory(lab.inventory_path)
-    vc = inventory.vcenter
+    vc = vcenter_config(inventory)
     return {v.name for v in read_vcenter(vc, inventory.secrets.get(vc.password_secret)).vms}

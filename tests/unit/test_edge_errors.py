@@ -26,6 +26,8 @@ from paramiko.ssh_exception import AuthenticationException
 from pyVmomi import vim
 
 from infra_automation.departments import _vsphere, ipam, network, vmware
+from infra_automation.departments.ipam import IpamPool
+from infra_automation.departments.vmware import VCenter
 from infra_automation.exceptions import (
     ConfigurationError,
     TargetAuthError,
@@ -35,7 +37,7 @@ from infra_automation.exceptions import (
     TargetUnreachable,
 )
 from infra_automation.executors.base import RunResources, StepContext
-from infra_automation.inventory import Inventory, InventoryFile, IpamPool, VCenter
+from infra_automation.inventory import Inventory, InventoryFile
 from infra_automation.record import open_database
 from infra_automation.results import ErrorKind, Status, error_kind_of
 from infra_automation.secrets import Secrets

@@ -14,13 +14,14 @@ from infra_automation.departments.ipam import (
     AllocateParams,
     Allocation,
     Ipam,
+    IpamPool,
     LookupExecutor,
     ReleaseExecutor,
     ReleaseParams,
 )
 from infra_automation.exceptions import ConfigurationError
 from infra_automation.executors.base import StepContext
-from infra_automation.inventory import Inventory, InventoryFile, IpamPool
+from infra_automation.inventory import Inventory, InventoryFile
 from infra_automation.record import open_database
 from infra_automation.results import Status
 

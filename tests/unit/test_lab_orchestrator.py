@@ -15,6 +15,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from infra_automation.departments.vmware import vcenter_config
 from infra_automation.exceptions import LabError
 from infra_automation.inventory import load_inventory
 from infra_automation.lab import orchestrator
@@ -261,7 +262,7 @@ def test_up_writes_generated_inventory_and_secrets(root: Path) -> None:
     assert key.with_name("id_ed25519.pub").read_text().startswith("ssh-ed25519 ")
     inv = load_inventory(lab.inventory_path)  # one inventory: hand-written + generated
     assert inv.host("core").port == 2001 and inv.host("core").platform == "cisco_ios"
-    assert inv.vcenter.port == 8989
+    assert vcenter_config(inv).port == 8989
     assert inv.secrets.get("vcenter_password") == "s3cret-pass"
 
 
@@ -349,7 +350,7 @@ def test_other_instance_keeps_its_inventory_under_the_state_dir(root: Path) -> N
     inv = load_inventory(lab.inventory_path)
     assert sorted(inv.hosts) == ["core", "debian1"]  # only what runs
     with pytest.raises(Exception, match="no 'vcenter' section"):
-        _ = inv.vcenter
+        _ = vcenter_config(inv)
     assert not (root / "inventories" / "lab" / "generated").exists()
     lab.down()
     assert not (lab.inventory_path / "generated").exists()

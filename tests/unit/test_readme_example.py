@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from infra_automation.config import load_settings
+from infra_automation.departments.vmware import vcenter_config
 from infra_automation.engine import Engine
 from infra_automation.exceptions import PlanningError
 from infra_automation.executors import REGISTRY
@@ -71,5 +72,8 @@ def test_a_field_the_executor_does_not_produce_is_refused_at_plan_time(root: Pat
 
 def test_the_example_site_inventory_loads() -> None:
     inv = load_inventory(ROOT / "inventories" / "example-site")
-    assert inv.vcenter.protocol == "https" and inv.select(group="routers") == ["core", "edge"]
+    assert vcenter_config(inv).protocol == "https" and inv.select(group="routers") == [
+        "core",
+        "edge",
+    ]
     assert inv.bind_host("shop-web-01", "10.64.0.2").hostname == "10.64.0.2"

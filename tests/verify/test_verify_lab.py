@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from infra_automation.departments.vmware import vcenter_config
 from infra_automation.inventory import Inventory, load_inventory
 from infra_automation.lab import Lab
 from tests.integration.landscape_root import as_built, make_root, write_request
@@ -91,7 +92,7 @@ def power_off(inventory: Inventory, path: str) -> None:
     from pyVim.connect import Disconnect, SmartConnect
     from pyVim.task import WaitForTask
 
-    vc = inventory.vcenter
+    vc = vcenter_config(inventory)
     pwd = inventory.secrets.get(vc.password_secret)
     si = SmartConnect(host=vc.host, port=vc.port, user=vc.username, pwd=pwd, protocol="http")
     try:
