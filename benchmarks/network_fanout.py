@@ -1,46 +1,58 @@
-"""Fan-out benchmark: the same change pushed to N lab routers, our executor vs bare Nornir.
+"""Fan-out benchmark: the same change pushed to N lab routers by our executor, bare Nornir and
+Ansible's own network modules.
 
     sudo /work/venv/bin/python benchmarks/network_fanout.py [--routers 50] [--rounds 3]
 
-Uses its own lab instance (``bench``, routers only) so the shared lab is untouched; it is
-brought up first (reused if it runs). A lab this benchmark started is taken down at the end,
-whatever happens (``--keep`` leaves it running); one that ran before is left as it was
-(``--down`` takes it down anyway).
+Uses its own lab instance (``bench``, routers only; ``--name`` for another) so the shared lab
+is untouched; it is brought up first (reused if it runs). A lab this benchmark started is taken
+down at the end, whatever happens (``--keep`` leaves it running); one that ran before is left
+as it was (``--down`` takes it down anyway).
 
-Each round, alternating which side goes first, and from cold (new connections):
+Each round, rotating which side goes first, and from cold (new connections):
 
 - *ours*: ``network.configure`` through the executor — read the running config, diff,
   push with error_pattern, verify by reading it back, ``write memory`` and check it, and for
   the edge router the BGP check;
 - *bare*: a plain Nornir script (same inventory, same rendered lines, same 20 threads):
-  ``netmiko_send_config`` with error_pattern, then ``netmiko_save_config``.
+  ``netmiko_send_config`` with error_pattern, then ``netmiko_save_config``;
+- *ansible*: ``ansible-playbook`` with ``cisco.ios.ios_config`` over
+  ``ansible.netcommon.network_cli`` (same rendered lines, forks = the same 20; saved when
+  changed), then ``ios_command: show running-config`` and an assert on every line
+  (``benchmarks/_ansible_network.py`` says what network_cli needs to drive vtysh). Needs
+  PyPI's ``ansible`` package: ``pip install -e '.[bench]'`` (or ``--sides ours,bare``).
 
-Between rounds the change is removed again (``network.unconfigure``, not timed). Prints
-the seconds of each round, the median throughput (routers/s) of each side, and the ratio
-ours/bare (target >= 0.9).
+After each side, untimed, every router's running config is read back from the router itself
+(vtysh in its namespace, not over SSH) and must hold every intended line; then the change is
+removed again (``network.unconfigure``, not timed). Prints the seconds of each round, the
+median throughput (routers/s) of each side, and the ratios ours/bare (target >= 0.9) and
+ours/ansible (target >= 10), with the load average.
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import _ansible_network as ansible_net  # noqa: E402
 from infra_automation.departments.network import (  # noqa: E402
     WORKERS,
     ConfigureExecutor,
     ConfigureParams,
     UnconfigureExecutor,
+    load_tasks,
     make_plan,
     netmiko_platform,
 )
@@ -48,10 +60,13 @@ from infra_automation.executors.base import RunResources, StepContext  # noqa: E
 from infra_automation.inventory import Inventory, load_inventory  # noqa: E402
 from infra_automation.lab import Lab  # noqa: E402
 from infra_automation.lab.base import LabOptions  # noqa: E402
+from infra_automation.lab.routers import Routers  # noqa: E402
 from infra_automation.record import open_database  # noqa: E402
 from infra_automation.results import Status  # noqa: E402
 
 PARAMS = ConfigureParams(vlan_id=3999, subnet="10.99.0.0/24", gateway="10.99.0.1")
+SIDES = ("ours", "bare", "ansible")
+TARGETS = {"bare": 0.9, "ansible": 10.0}  # ours / side, from issue #20
 
 
 # The device locks are leases in a run record: a throw-away SQLite one, removed at exit.
@@ -129,6 +144,55 @@ def bare(inventory: Inventory, devices: list[str], intended: dict[str, str]) -> 
         raise SystemExit(f"bare: failed hosts {sorted(result.failed_hosts)}")
 
 
+def ansible_routers(
+    inventory: Inventory, devices: list[str], intended: dict[str, str]
+) -> list[ansible_net.Router]:
+    routers = []
+    for name in devices:
+        h = inventory.host(name)
+        if h.hostname is None or h.port is None or h.username is None or not h.ssh_key_file:
+            raise SystemExit(f"router {name}: hostname, port, username and ssh_key_file needed")
+        routers.append(
+            ansible_net.Router(
+                name, h.hostname, h.port, h.username, str(h.ssh_key_file), intended[name]
+            )
+        )
+    return routers
+
+
+def ansible(folder: Path, devices: list[str]) -> None:
+    """``ansible-playbook`` with cisco.ios.ios_config over network_cli (project in ``folder``)."""
+    outcome = ansible_net.run(folder)
+    if outcome.rc != 0 or outcome.failed():
+        errors = "; ".join(f"{h}: {e}" for h, e in sorted(outcome.errors.items())[:5])
+        raise SystemExit(
+            f"ansible: rc {outcome.rc}, failed {outcome.failed()}: {errors}\n{outcome.output}"
+        )
+    if outcome.changed() != sorted(devices):
+        unchanged = sorted(set(devices) - set(outcome.changed()))
+        raise SystemExit(f"ansible: routers not changed: {unchanged}")
+    left = list((folder / "pc").glob("*")) if (folder / "pc").is_dir() else []
+    if left:
+        raise SystemExit(f"ansible: persistent connections left open: {len(left)}")
+
+
+def read_back(lab: Lab, devices: list[str], intended: dict[str, str], side: str) -> None:
+    """Each router's running config, read in its namespace, holds every intended line."""
+    routers = lab.component("routers")
+    assert isinstance(routers, Routers)
+    ctx, missing = lab.context, load_tasks(ROOT).missing
+
+    def lacking(name: str) -> str:
+        return str(missing(intended[name], routers.vtysh(ctx, name, "show running-config")))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        gaps = dict(zip(devices, pool.map(lacking, devices), strict=True))
+    bad = {name: gap for name, gap in gaps.items() if gap}
+    if bad:
+        first = next(iter(sorted(bad)))
+        raise SystemExit(f"{side}: {len(bad)} routers lack the change, {first}:\n{bad[first]}")
+
+
 def undo(inventory: Inventory, devices: list[str]) -> None:
     resources = RunResources()
     try:
@@ -145,6 +209,16 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
+def parse_sides(text: str) -> list[str]:
+    sides = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = sorted(set(sides) - set(SIDES))
+    if unknown or "ours" not in sides:
+        raise argparse.ArgumentTypeError(
+            f"--sides: {text!r}: give 'ours' and any of {', '.join(SIDES[1:])}"
+        )
+    return sides
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--routers", type=int, default=50)
@@ -152,7 +226,12 @@ def main() -> None:
     parser.add_argument("--name", default="bench", help="lab instance name")
     parser.add_argument("--keep", action="store_true", help="leave a lab started here running")
     parser.add_argument("--down", action="store_true", help="take the lab down, even one reused")
+    parser.add_argument(
+        "--sides", type=parse_sides, default=list(SIDES), help="comma-separated, 'ours' first"
+    )
     args = parser.parse_args()
+    if "ansible" in args.sides and (gone := ansible_net.missing_collections()):
+        parser.exit(2, f"--sides ansible: {', '.join(gone)} missing: pip install -e '.[bench]'\n")
 
     lab = Lab(ROOT, args.name, LabOptions(routers=args.routers, hosts=0, vcenter=False))
     started = not lab.status().up
@@ -170,26 +249,38 @@ def run(lab: Lab, args: argparse.Namespace) -> None:
     devices = inventory.select(group="routers")
     intended = make_plan(step(inventory, RunResources(), devices)).intended
     print(f"lab {args.name!r}: {len(devices)} routers up in {up:.1f}s")
+    folder = Path(LOCKS_DIR) / "ansible"
+    ansible_net.write_project(folder, ansible_routers(inventory, devices, intended), WORKERS)
     undo(inventory, devices)
 
-    times: dict[str, list[float]] = {"ours": [], "bare": []}
+    sides: list[str] = args.sides
+    times: dict[str, list[float]] = {side: [] for side in sides}
     runners = {
         "ours": lambda: ours(inventory, devices),
         "bare": lambda: bare(inventory, devices, intended),
+        "ansible": lambda: ansible(folder, devices),
     }
     for i in range(args.rounds):
-        order = ["ours", "bare"] if i % 2 == 0 else ["bare", "ours"]
-        for side in order:
+        for side in sides[i % len(sides) :] + sides[: i % len(sides)]:
             times[side].append(timed(runners[side]))
+            read_back(lab, devices, intended, side)
             undo(inventory, devices)
-        print(f"round {i + 1}: ours {times['ours'][-1]:.2f}s  bare {times['bare'][-1]:.2f}s")
+        print(f"round {i + 1}: " + "  ".join(f"{s} {times[s][-1]:.2f}s" for s in sides))
+    report(times, len(devices), args.rounds)
 
-    rate = {side: len(devices) / statistics.median(t) for side, t in times.items()}
+
+def report(times: dict[str, list[float]], routers: int, rounds: int) -> None:
+    rate = {side: routers / statistics.median(t) for side, t in times.items()}
+    names = {"ours": "ours", "bare": "bare Nornir", "ansible": "Ansible network_cli"}
     print(
-        f"throughput (median of {args.rounds}): ours {rate['ours']:.1f} routers/s, "
-        f"bare Nornir {rate['bare']:.1f} routers/s"
+        f"throughput (median of {rounds}): "
+        + ", ".join(f"{names[s]} {r:.1f} routers/s" for s, r in rate.items())
     )
-    print(f"ratio ours/bare: {rate['ours'] / rate['bare']:.2f} (target >= 0.9)")
+    for side, target in TARGETS.items():
+        if side in rate:
+            ratio = rate["ours"] / rate[side]
+            print(f"ratio ours/{side}: {ratio:.2f} (target >= {target:g})")
+    print("load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
 if __name__ == "__main__":
