@@ -3,9 +3,11 @@ typed access, and the VMware and IPAM sections registered through entry points."
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from importlib.metadata import EntryPoint
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -183,3 +185,19 @@ def test_a_broken_entry_point_is_a_clear_error(
     assert registry.names() == ["broken"]  # names only: nothing imported yet
     with pytest.raises(ConfigurationError, match=error):
         registry.validate({"broken": {}})
+
+
+def test_the_readme_example_registers_a_section() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    (block,) = [b for b in blocks if "Section(" in b]
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    try:
+        model = namespace["DnsSettings"]
+        inv = Inventory(InventoryFile.model_validate({"dns": {"server": "192.0.2.53"}}))
+        assert inv.section("dns", model).server == "192.0.2.53"
+        with pytest.raises(ValidationError, match=r"dns\.ttl|ttl"):
+            InventoryFile.model_validate({"dns": {"server": "x", "ttl": 1}})
+    finally:
+        SECTIONS.unregister("dns")
