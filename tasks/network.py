@@ -401,3 +401,11 @@ def _platform(task: Task) -> str:
 def _message(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return " ".join(text.split())[:500]
+
+
+def config_lines(task: Task, prefixes: Sequence[str]) -> Result:
+    """The running config's top-level lines that start with one of ``prefixes`` (a read-back
+    of access-lists, prefix-lists...), in the device's order."""
+    running = clean(read_running(task)).splitlines()
+    lines = [line for line in running if line.startswith(tuple(prefixes))]
+    return Result(host=task.host, result=lines)

@@ -341,7 +341,7 @@ class ConfigureExecutor:
 
     def _run(self, ctx: StepContext, check: bool) -> StepResult:
         try:
-            plan = make_plan(ctx)
+            plan = self.make_plan(ctx)
             tasks = load_tasks(ctx.root)
             handle = run_nornir(ctx, plan.devices)
         except (ConfigurationError, RenderError) as exc:
@@ -358,7 +358,19 @@ class ConfigureExecutor:
                 save_after=plan.params.save,
             )
             learned = self._bgp_check(tasks, nornir, plan, results, check)
-        return self._result(ctx, plan, results, learned)
+            read = self.read_back(tasks, nornir, plan, results)
+        return self._result(ctx, plan, results, learned, read)
+
+    def make_plan(self, ctx: StepContext) -> Plan:
+        """Validated params and every device's intended config (subclasses render others)."""
+        return make_plan(ctx)
+
+    def read_back(self, tasks: ModuleType, nornir: Any, plan: Plan, results: Any) -> Any:
+        """What a subclass reads from its devices after the change, for its outputs."""
+        return None
+
+    def outputs(self, plan: Plan, states: list[DeviceState], read: Any) -> dict[str, Any]:
+        return ConfigureOutputs(**plan.outputs_base, devices=states).model_dump(mode="json")
 
     def _bgp_check(
         self,
@@ -386,7 +398,7 @@ class ConfigureExecutor:
         return {d: bool(checked[d][0].result) for d in edges if not checked[d].failed}
 
     def _result(
-        self, ctx: StepContext, plan: Plan, results: Any, learned: Mapping[str, bool]
+        self, ctx: StepContext, plan: Plan, results: Any, learned: Mapping[str, bool], read: Any
     ) -> StepResult:
         targets: list[TargetResult] = []
         states: list[DeviceState] = []
@@ -402,8 +414,8 @@ class ConfigureExecutor:
             )
             targets.append(target)
             states.append(state)
-        outputs = ConfigureOutputs(**plan.outputs_base, devices=states)
-        return StepResult.from_targets(tuple(targets), outputs=outputs.model_dump(mode="json"))
+        outputs = self.outputs(plan, states, read)
+        return StepResult.from_targets(tuple(targets), outputs=outputs)
 
 
 # How long a change waits for another run's change of the same device.
