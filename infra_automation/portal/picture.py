@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
-BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 170, 46, 60, 18, 10
+BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 150, 46, 36, 18, 10
 
 
 @dataclass(frozen=True)

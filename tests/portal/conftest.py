@@ -6,6 +6,7 @@ Chromium (Debian's ``chromium``) whose every request is checked to stay on 127.0
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,20 @@ def login(page: Any, live: LiveServer, user: str) -> None:
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_selector("#whoami")
+
+
+@contextmanager
+def browser_tab(browser: Any, timeout_ms: float = 15_000) -> Iterator[tuple[Any, Requests]]:
+    """A fresh 1,280-px wide context's tab and every URL it requested; on leaving, none may
+    have left 127.0.0.1 (those were aborted) and the page must have made some."""
+    requests = Requests()
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.route("**/*", requests.handle)
+    tab = context.new_page()
+    tab.set_default_timeout(timeout_ms)
+    try:
+        yield tab, requests
+    finally:
+        context.close()
+    assert requests.outside == [], requests.outside
+    assert requests.seen, "the page made no request at all"
