@@ -10,9 +10,11 @@
 
 Errors are our exception tree: a 422 is a :class:`RequestValidationError` naming the fields,
 404 on a run :class:`RunNotFound`, 409 :class:`RunLocked`, 503 ``unavailable`` (the server's
-run record failed) :class:`RecordError`, anything else a :class:`ServiceError` with the
-status; a server that cannot be reached, or that answers something that is not the API, is a
-:class:`ServiceError` with status 0. The token is sent only as a bearer header.
+run record failed) :class:`RecordError`, 429 ``busy`` (its run queue is full) :class:`Busy`
+(a :class:`ServiceError` with ``retry_after``; starting a run retries it), anything else a
+:class:`ServiceError` with the status; a server that cannot be reached, or that answers
+something that is not the API, is a :class:`ServiceError` with status 0. The token is sent
+only as a bearer header.
 
 The API's JSON turns back into the objects the CLI renders locally (:func:`plan_from_api`,
 :func:`run_from_api`, :func:`result_from_api`, :func:`event_from_api`), so ``infra --server``
@@ -156,17 +158,22 @@ class InfraClient:
     def plan(self, request: Mapping[str, Any]) -> dict[str, Any]:
         return dict(self.call("POST", "requests/plan", json=request_body(request)))
 
-    def check(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        return self._start("requests/check", request_body(request))
+    def check(self, request: Mapping[str, Any], *, parallel: int | None = None) -> dict[str, Any]:
+        return self._start("requests/check", _with(request_body(request), parallel=parallel))
 
-    def submit(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        return self._start("requests/submit", request_body(request))
+    def submit(
+        self, request: Mapping[str, Any], *, check: bool = False, parallel: int | None = None
+    ) -> dict[str, Any]:
+        """Queue a run (``check``: a dry run); the answer has its ``run_id`` at once."""
+        body = _with(request_body(request), check=check or None, parallel=parallel)
+        return self._start("requests/submit", body)
 
     def resume(self, run_id: str) -> dict[str, Any]:
         return self._start(f"runs/{run_id}/resume", None)
 
     def _start(self, path: str, body: dict[str, Any] | None, wait: float = 30.0) -> dict[str, Any]:
-        """Start a run; while every worker is busy (503) retry for up to ``wait`` seconds."""
+        """Queue a run; while the server's queue is full (429 ``busy``) retry after its
+        ``Retry-After`` for up to ``wait`` seconds."""
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -174,7 +181,8 @@ class InfraClient:
             except ServiceError as exc:
                 if exc.error != "busy" or time.monotonic() >= deadline:
                     raise
-            time.sleep(RECONNECT_DELAY)
+                pause = exc.retry_after if isinstance(exc, Busy) else RECONNECT_DELAY
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
 
     def runs(
         self,
@@ -255,6 +263,26 @@ class InfraClient:
                 time.sleep(RECONNECT_DELAY)
 
 
+def _with(body: dict[str, Any], **options: Any) -> dict[str, Any]:
+    """``body`` with the options that are set (None: the server's default)."""
+    return {**body, **{k: v for k, v in options.items() if v is not None}}
+
+
+class Busy(ServiceError):
+    """429 ``busy``: the server's run queue is full; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(429, "busy", message)
+        self.retry_after = retry_after
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return max(0.1, float(response.headers.get("retry-after", RECONNECT_DELAY)))
+    except ValueError:
+        return RECONNECT_DELAY
+
+
 def _event_json(sse: SseEvent) -> dict[str, Any]:
     try:
         event = json.loads("\n".join(sse.data))
@@ -286,6 +314,8 @@ def raise_for(response: httpx.Response, path: str) -> None:
         raise RunLocked(message)
     if status == 503 and error == "unavailable":
         raise RecordError(message)
+    if status == 429 and error == "busy":
+        raise Busy(message, _retry_after(response))
     raise ServiceError(status, error, message)
 
 

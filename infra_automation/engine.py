@@ -25,7 +25,12 @@ With workers (:mod:`infra_automation.workers`): :meth:`Engine.submit` records a 
 ``queued`` (nothing runs), a worker's scheduler takes it with :meth:`Engine.run_submitted`
 (the same run as above, holding the project lease, its steps handed to a
 :class:`StepDispatcher`) and each step runs on a worker of its department's queue through
-:meth:`Engine.run_step`.
+:meth:`Engine.run_step`. The server's own worker threads (:mod:`infra_automation.server.runner`)
+take queued runs the same way. The project lease and the ``queued`` status read under it are
+the claim: whatever the number of schedulers, a queued run runs once. A run submitted with
+the ``change`` it implements claims that change once it holds the lease (approved ->
+implementing; one rejected or voided since the gate never runs: the run is recorded failed,
+nothing started) and records the change's outcome after the run.
 """
 
 from __future__ import annotations
@@ -47,7 +52,13 @@ from infra_automation import pinning
 from infra_automation.catalog import Catalog, load_catalog
 from infra_automation.config import Settings
 from infra_automation.events import Event, Observer, utcnow
-from infra_automation.exceptions import CatalogError, ConfigurationError, RecordError, RunLocked
+from infra_automation.exceptions import (
+    CatalogError,
+    ConfigurationError,
+    InfraError,
+    RecordError,
+    RunLocked,
+)
 from infra_automation.executors.base import RunResources
 from infra_automation.executors.registry import REGISTRY, ExecutorRegistry
 from infra_automation.inventory import Inventory, load_inventory
@@ -181,6 +192,43 @@ class Submission:
     run: RunRecord
     changed: Literal["rerun", "refuse"] = "rerun"
     docs: bool = True
+    change: str | None = None  # the id of the approved change this run implements
+
+
+class RunClaim(Protocol):
+    """What a queued run does around its start: :meth:`starting` once the run is this
+    scheduler's (its project lease held, still queued), before anything is recorded of it
+    starting; an exception it raises stops the run (recorded failed, nothing ran).
+    :meth:`finished` after the run, :meth:`stopped` if it raised without a result."""
+
+    def starting(self) -> None: ...
+
+    def finished(self, result: RunResult) -> None: ...
+
+    def stopped(self, error: BaseException) -> None: ...
+
+
+@dataclass
+class _ChangeClaim:
+    """The claim of the approved change a submitted run implements (its change record)."""
+
+    engine: Engine
+    change_id: str
+
+    def _service(self) -> Any:
+        from infra_automation.changes import ChangeService  # changes build on the engine
+
+        return ChangeService(self.engine)
+
+    def starting(self) -> None:
+        self._service().claim(self.change_id)  # ChangeRefused: rejected or voided meanwhile
+
+    def finished(self, result: RunResult) -> None:
+        self._service().finish(self.change_id, result)
+
+    def stopped(self, error: BaseException) -> None:
+        reason = f"its run stopped without a result: {type(error).__name__}"
+        self._service().abandon(self.change_id, reason)
 
 
 class Engine:
@@ -306,11 +354,13 @@ class Engine:
         check: bool = False,
         parallel: int | None = None,
         docs: bool = True,
+        change: str | None = None,
     ) -> str:
-        """Record ``plan`` as a ``queued`` run for the workers' schedulers; its id.
+        """Record ``plan`` as a ``queued`` run for the schedulers; its id. ``change``: the
+        approved change it implements, claimed when the run starts.
 
         Refused (RunLocked) while the project has an active run, as :meth:`run` is."""
-        return self._submit(plan, check=check, parallel=parallel, docs=docs)
+        return self._submit(plan, check=check, parallel=parallel, docs=docs, change=change)
 
     def submit_resume(
         self,
@@ -339,6 +389,7 @@ class Engine:
         docs: bool,
         resumed: str | None = None,
         changed: str = "rerun",
+        change: str | None = None,
     ) -> str:
         inventory = self.inventory(plan.request)  # a bad inventory is refused now, not on a worker
         check_capacity(plan, inventory, self.db, self.settings.root)  # CapacityExceeded
@@ -360,6 +411,7 @@ class Engine:
             "plan": plan.summary(),
             "changed": changed,
             "docs": docs,
+            "change": change,
         }
         recorder = RunRecorder(self.db)
         try:
@@ -376,18 +428,33 @@ class Engine:
         changed: Literal["rerun", "refuse"] = (
             "refuse" if data.get("changed") == "refuse" else "rerun"
         )
-        return Submission(run=run, changed=changed, docs=bool(data.get("docs", True)))
+        change = data.get("change")
+        return Submission(
+            run=run,
+            changed=changed,
+            docs=bool(data.get("docs", True)),
+            change=str(change) if change else None,
+        )
 
     def run_submitted(self, run_id: str) -> RunResult:
         """Run the queued run ``run_id`` here (its steps go to :attr:`dispatcher`).
 
-        RunLocked if its project is busy or another scheduler took it first."""
+        RunLocked if its project is busy or another scheduler took it first; the claim's
+        error (ChangeRefused) if the change it implements may no longer run (the run is
+        then recorded failed)."""
         sub = self.submission(run_id)
         if sub.run.status != QUEUED:
             raise RunLocked(f"run {run_id} is {sub.run.status}, not queued")
         plan = self.plan(self.validate(sub.run.request, source=f"run {run_id}"))
+        claim = _ChangeClaim(self, sub.change) if sub.change else None
         if sub.run.resumed_from is None:
-            return self._run(plan, check=sub.run.check, parallel=sub.run.parallel, submitted=run_id)
+            return self._run(
+                plan,
+                check=sub.run.check,
+                parallel=sub.run.parallel,
+                submitted=run_id,
+                claim=claim,
+            )
         old = self.store.get_run(sub.run.resumed_from)
         reuse = pinning.reusable_results(old, plan)
         return self._run(
@@ -398,7 +465,18 @@ class Engine:
             resumed=old.id,
             changes=reuse.changed,
             submitted=run_id,
+            claim=claim,
         )
+
+    def fail_submitted(self, run_id: str, error: str) -> None:
+        """Record the queued run ``run_id`` failed before it started (nothing ran)."""
+        data = {"status": "failed", "error": error, "failed_steps": [], "changed": False}
+        data["finished_at"] = utcnow().isoformat()
+        recorder = RunRecorder(self.db)
+        try:
+            EventBus(recorder=recorder).emit(Event(run_id, "run.finished", data=data))
+        finally:
+            recorder.close()
 
     def run_step(
         self,
@@ -463,6 +541,7 @@ class Engine:
         resumed: str | None = None,
         changes: Sequence[pinning.Change] = (),
         submitted: str | None = None,
+        claim: RunClaim | None = None,
     ) -> RunResult:
         inventory = self.inventory(plan.request)
         if submitted is None:  # a submitted run was checked when it was queued
@@ -473,22 +552,55 @@ class Engine:
         with ProjectLock(self.db, plan.project, run_id, ttl=ttl):
             if submitted and self.store.get_run(run_id).status != QUEUED:
                 raise RunLocked(f"run {run_id} was already started by another scheduler")
-            recorder = RunRecorder(self.db)
+            args = (plan, run_id, inventory, check, workers, reused, resumed, changes)
+            if claim is None:
+                return self._locked_run(*args)
+            self._claim(run_id, claim)
             try:
-                bus = self._bus(recorder)
-                env = RunEnvironment(
-                    run_id=run_id,
-                    inventory=inventory,
-                    root=self.settings.root,
-                    resources=RunResources(),
-                    secrets=inventory.secrets,
-                    db=self.db,
-                    check=check,
-                )
-                started = self._started_event(plan, env, workers, resumed, changes)
-                return self._execute(plan, env, bus, started, reused or {}, workers)
-            finally:
-                recorder.close()
+                result = self._locked_run(*args)
+            except BaseException as exc:
+                claim.stopped(exc)
+                raise
+            claim.finished(result)
+            return result
+
+    def _claim(self, run_id: str, claim: RunClaim) -> None:
+        """Start ``claim``; if it refuses, the queued run is recorded failed and its error
+        raised."""
+        try:
+            claim.starting()
+        except InfraError as exc:
+            self.fail_submitted(run_id, f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _locked_run(
+        self,
+        plan: Plan,
+        run_id: str,
+        inventory: Inventory,
+        check: bool,
+        workers: int,
+        reused: Mapping[str, StepResult] | None,
+        resumed: str | None,
+        changes: Sequence[pinning.Change],
+    ) -> RunResult:
+        """The run, its project lease held."""
+        recorder = RunRecorder(self.db)
+        try:
+            bus = self._bus(recorder)
+            env = RunEnvironment(
+                run_id=run_id,
+                inventory=inventory,
+                root=self.settings.root,
+                resources=RunResources(),
+                secrets=inventory.secrets,
+                db=self.db,
+                check=check,
+            )
+            started = self._started_event(plan, env, workers, resumed, changes)
+            return self._execute(plan, env, bus, started, reused or {}, workers)
+        finally:
+            recorder.close()
 
     def _bus(self, recorder: RunRecorder) -> EventBus:
         return EventBus(recorder=recorder, local=list(self.observers))

@@ -2,7 +2,7 @@
 
 ::
 
-    infra server [--host 127.0.0.1] [--port 8080] [--workers 4]
+    infra server [--host 127.0.0.1] [--port 8080] [--workers 4] [--queue-limit 1000]
     infra users add NAME --role ROLE [--project P ...] [--password-stdin]
     infra users list
     infra tokens create NAME [--label TEXT]     # prints the token once, on stdout
@@ -74,6 +74,12 @@ def serve_command(
     host: Annotated[str, typer.Option("--host", help="Address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8080,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Run threads")] = 4,
+    queue_limit: Annotated[
+        int,
+        typer.Option(
+            "--queue-limit", min=1, max=1_000_000, help="Runs waiting for a thread before 429"
+        ),
+    ] = 1000,
     secure_cookies: Annotated[
         bool, typer.Option("--secure-cookies", help="Session cookie only over HTTPS")
     ] = False,
@@ -82,7 +88,9 @@ def serve_command(
     from infra_automation.server import create_app, serve
 
     try:
-        app = create_app(_settings(), workers=workers, secure_cookies=secure_cookies)
+        app = create_app(
+            _settings(), workers=workers, queue_limit=queue_limit, secure_cookies=secure_cookies
+        )
     except InfraError as exc:
         raise _fail(str(exc)) from None
     logs.for_server(app)  # --log-format json: the runs' events and uvicorn's lines as JSON

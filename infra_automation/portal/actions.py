@@ -1,38 +1,30 @@
-"""What the portal's posts do beyond the API's calls: a submission passes the change gate
-where a change policy governs the service (as ``infra apply`` does), and an approval that
-completes a change starts its run.
+"""What the portal's posts do beyond the API's calls, with the API's own implementation
+(:mod:`infra_automation.server.flow`): a submission passes the change gate where a change
+policy governs the service (as ``infra apply`` does) and its run is queued, and an approval
+that completes a change queues its run.
 
 ::
 
     submitted = submit(state, request)     # -> run id, or the change it waits as
     outcome = approve(state, change_id, "carol")
+    new_id = resume(state, run_id, plan)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from infra_automation.changes import (
-    ApprovalResult,
-    ChangeService,
-    ChangeType,
-    Decision,
-    GateOutcome,
-    State,
-)
+from infra_automation.changes import ApprovalResult, ChangeService, ChangeType
 from infra_automation.changes.policy import ApprovalMode
 from infra_automation.planner import Plan
 from infra_automation.request import Request
-from infra_automation.results import RunResult
-from infra_automation.server.auth import problem
-from infra_automation.server.runner import change_job
-from infra_automation.server.state import ServerState
+from infra_automation.server import flow
+from infra_automation.server.state import ServerState, queued
 
 
 @dataclass(frozen=True)
 class Submitted:
-    """A run started (``run_id``), or a change that waits or was refused (``message``)."""
+    """A run queued (``run_id``), or a change that waits or was refused (``message``)."""
 
     run_id: str | None = None
     change_id: str | None = None
@@ -40,44 +32,36 @@ class Submitted:
     refused: bool = False
 
 
-def start(state: ServerState, job: Callable[[], RunResult]) -> str:
-    run_id = state.pool.start(job)
-    if run_id is None:
-        raise problem(503, "busy", f"all {state.pool.workers} run workers are busy: retry soon")
-    return run_id
-
-
 def submit(state: ServerState, request: Request) -> Submitted:
-    """Run ``request`` now, or gate it as a change first where a policy governs it."""
-    engine = state.engine
-    changes = ChangeService(engine)
-    if not changes.managed(request.service, request.inventory):
-        plan = engine.plan(request)
-        return Submitted(run_id=start(state, lambda: engine.run(plan)))
-    return after_gate(state, changes, changes.gate(request, requester=request.requester))
+    """Queue ``request``'s run, or gate it as a change first where a policy governs it."""
+    return _shown(flow.submit(state, request))
 
 
-def after_gate(state: ServerState, changes: ChangeService, outcome: GateOutcome) -> Submitted:
-    change_id = outcome.change.id if outcome.change is not None else None
-    if outcome.decision is Decision.RUN and outcome.plan is not None and change_id is not None:
-        # claimed when its run starts: one rejected or voided since the gate never runs
-        run_id = start(state, change_job(state.engine, changes, outcome.plan, change_id))
-        return Submitted(run_id=run_id, change_id=change_id, message=outcome.reason)
-    refused = outcome.decision is Decision.REFUSED
-    return Submitted(change_id=change_id, message=outcome.reason, refused=refused)
+def _shown(submitted: flow.Submitted) -> Submitted:
+    gate = submitted.gate
+    if gate is None:
+        return Submitted(run_id=submitted.run_id)
+    return Submitted(
+        run_id=submitted.run_id,
+        change_id=submitted.change_id,
+        message=gate.reason,
+        refused=submitted.refused,
+    )
+
+
+def resume(state: ServerState, run_id: str, plan: Plan | None = None) -> str:
+    """Queue a resume of ``run_id``; the new run's id (429 if the queue is full)."""
+    return queued(state, state.runs.resume(run_id, plan))
 
 
 def approve(state: ServerState, change_id: str, approver: str) -> tuple[ApprovalResult, Submitted]:
-    """Approve as ``approver``; once nothing is missing, the change runs (gated again: its
-    dry run must still give the approved hash)."""
-    changes = ChangeService(state.engine)
-    result = changes.approve(change_id, approver)
-    if not result.accepted or result.missing or result.change.state is not State.APPROVED:
+    """Approve as ``approver``; once nothing is missing, the change's run is queued (gated
+    again: its dry run must still give the approved hash)."""
+    approved = flow.approve(state, change_id, approver)
+    result = approved.result
+    if approved.submitted is None:
         return result, Submitted(change_id=result.change.id, message=result.reason)
-    content = result.change.record.content
-    request = state.engine.validate({**content["request"], "requester": content["requester"]})
-    outcome = changes.gate(request, requester=content["requester"], change_id=result.change.id)
-    return result, after_gate(state, changes, outcome)
+    return result, _shown(approved.submitted)
 
 
 def reject(state: ServerState, change_id: str, actor: str) -> ApprovalResult:

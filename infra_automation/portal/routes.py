@@ -293,9 +293,7 @@ async def run_live(
 def resume(
     run_id: str, project: VisibleRun, caller: Caller, state: StateDep, _csrf: Csrf
 ) -> Response:
-    engine = state.engine
-    plan = engine.resume_plan(run_id)
-    new_id = actions.start(state, lambda: engine.resume(run_id, plan=plan))
+    new_id = actions.resume(state, run_id, state.engine.resume_plan(run_id))
     return _see_other(f"/runs/{new_id}")
 
 

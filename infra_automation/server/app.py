@@ -2,13 +2,15 @@
 
 ::
 
-    app = create_app(load_settings(root), workers=4)
+    app = create_app(load_settings(root), workers=4, queue_limit=1000)
     serve(app, host="127.0.0.1", port=8080)
 
 Every route under ``/api/v1`` has a rule in :data:`~infra_automation.server.policy.RULES`
 and, unless the rule is public, depends on the guard that applies it: :func:`create_app`
-raises :class:`ConfigurationError` otherwise. Runs go to the server's own worker threads
-(:class:`~infra_automation.server.runner.RunPool`). The portal
+raises :class:`ConfigurationError` otherwise. A submitted run is recorded ``queued`` and
+answered at once; the server's own worker threads run it, or the workers' schedulers when a
+broker is configured (:class:`~infra_automation.server.runner.RunQueue`; beyond
+``queue_limit`` runs waiting for a thread, 429 with ``Retry-After``). The portal
 (:mod:`infra_automation.portal`) is served by the same app, its pages under ``/`` with
 rules in :data:`~infra_automation.server.policy.PORTAL_RULES`, its assets under ``/static``.
 """
@@ -39,7 +41,7 @@ from infra_automation.server import (
 )
 from infra_automation.server.policy import API, rule_for
 from infra_automation.server.responses import RedactedJSON
-from infra_automation.server.runner import RunPool
+from infra_automation.server.runner import DEFAULT_LIMIT, RunQueue
 from infra_automation.server.schemas import ErrorBody
 from infra_automation.server.state import ServerState, guard
 
@@ -60,6 +62,7 @@ def create_app(
     settings: Settings | Engine,
     *,
     workers: int = 4,
+    queue_limit: int = DEFAULT_LIMIT,
     secure_cookies: bool = False,
     load_observers: bool = True,
     portal: bool = True,
@@ -71,14 +74,15 @@ def create_app(
     state = ServerState(
         engine=engine,
         identity=IdentityStore(engine.db),
-        pool=RunPool(engine, workers),
+        runs=RunQueue(engine, workers, limit=queue_limit),
         secure_cookies=secure_cookies,
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        state.runs.start()  # and the queued runs of before a restart
         yield
-        state.pool.shutdown()
+        state.runs.shutdown()
         engine.close()
 
     app = FastAPI(

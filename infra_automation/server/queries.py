@@ -22,7 +22,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from infra_automation.record import INTERRUPTED, RUNNING, EventRecord, events, live_runs, runs
+from infra_automation.record import (
+    INTERRUPTED,
+    QUEUED,
+    RUNNING,
+    EventRecord,
+    events,
+    live_runs,
+    runs,
+)
+from infra_automation.secrets import redact
 
 LIST_COLUMNS = (
     runs.c.id,
@@ -36,6 +45,7 @@ LIST_COLUMNS = (
     runs.c.started_at,
     runs.c.finished_at,
     runs.c.error,
+    runs.c.request,
 )
 
 
@@ -123,6 +133,7 @@ def _summary(row: dict[str, Any], live: frozenset[str]) -> dict[str, Any]:
         "started_at": row["started_at"],
         "finished_at": row["finished_at"],
         "error": row["error"],
+        "request": redact(dict(row["request"] or {}), keys=False),
     }
 
 
@@ -166,8 +177,9 @@ def projects_with_runs(engine: Engine, only: Sequence[str] | None = None) -> lis
 
 
 def run_is_live(engine: Engine, run_id: str) -> bool:
-    """Whether ``run_id`` is recorded running and its process holds its lease."""
+    """Whether ``run_id`` is queued (it will run), or recorded running and its process
+    holds its lease."""
     query = sa.select(runs.c.status).where(runs.c.id == run_id)
     with engine.connect() as conn:
         status = conn.execute(query).scalar()
-        return status == RUNNING and run_id in live_runs(conn)
+        return status == QUEUED or (status == RUNNING and run_id in live_runs(conn))

@@ -4,19 +4,16 @@ submit_request`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from fastapi import APIRouter
 
 from infra_automation.catalog import Service
-from infra_automation.planner import Plan
 from infra_automation.request import Request
-from infra_automation.results import RunResult
 from infra_automation.server.auth import Principal, problem
 from infra_automation.server.policy import API
 from infra_automation.server.responses import RedactedValuesJSON
 from infra_automation.server.routes_changes import SubmitAccepted, SubmitIn, submit_request
 from infra_automation.server.schemas import (
+    CheckIn,
     RequestIn,
     RunAccepted,
     ServiceOut,
@@ -25,7 +22,7 @@ from infra_automation.server.schemas import (
     Validated,
     params_schema,
 )
-from infra_automation.server.state import Caller, ServerState, StateDep
+from infra_automation.server.state import Caller, ServerState, StateDep, queued
 
 router = APIRouter(prefix=API, tags=["catalog"], default_response_class=RedactedValuesJSON)
 
@@ -84,37 +81,48 @@ def plan(body: RequestIn, caller: Caller, state: StateDep) -> dict[str, object]:
     return state.engine.plan(validated(body, caller, state)).to_dict()
 
 
-@router.post("/requests/check", response_model=RunAccepted, status_code=202)
-def check(body: RequestIn, caller: Caller, state: StateDep) -> RunAccepted:
-    """Start a dry run: every step previews its change, nothing changes."""
-    return _start(state, state.engine.plan(validated(body, caller, state)), check=True)
+@router.post(
+    "/requests/check",
+    response_model=RunAccepted,
+    status_code=202,
+    responses={429: {"description": "too many runs wait for a worker (Retry-After)"}},
+)
+def check(body: CheckIn, caller: Caller, state: StateDep) -> RunAccepted:
+    """Queue a dry run: every step previews its change, nothing changes. Answered at once."""
+    plan = state.engine.plan(validated(body, caller, state))
+    return accepted(state, state.runs.submit(plan, check=True, parallel=body.parallel), True)
 
 
 @router.post(
     "/requests/submit",
     response_model=SubmitAccepted,
     status_code=202,
-    responses={409: {"description": "refused by the change policy (the reason is named)"}},
+    responses={
+        409: {"description": "refused by the change policy (the reason is named)"},
+        429: {"description": "too many runs wait for a worker (Retry-After)"},
+    },
 )
 def submit(body: SubmitIn, caller: Caller, state: StateDep) -> SubmitAccepted:
-    """Start the run in a worker of the server; returns its id at once. Where a change policy
-    governs the service the request is a change: ``running`` (standard, emergency, or an
-    approved normal change), ``awaiting approval`` (a normal change: its id), or 409."""
+    """Queue the run and return its id at once (``check``: a dry run, as ``/requests/check``;
+    ``parallel``: steps at once). Where a change policy governs the service the request is
+    a change: ``running`` (standard, emergency, or an approved normal change: its run is
+    queued, and claims the change when it starts), ``awaiting approval`` (a normal change:
+    its id), or 409."""
     request = validated(body, caller, state)
     return submit_request(
-        state, request, caller, change_type=body.change_type, change_id=body.change
+        state,
+        request,
+        caller,
+        change_type=body.change_type,
+        change_id=body.change,
+        check=body.check,
+        parallel=body.parallel,
     )
 
 
-def _start(state: ServerState, plan: Plan, *, check: bool) -> RunAccepted:
-    engine = state.engine
-    return started(state, lambda: engine.run(plan, check=check), check=check)
-
-
-def started(state: ServerState, job: Callable[[], RunResult], *, check: bool) -> RunAccepted:
-    run_id = state.pool.start(job)
-    if run_id is None:
-        raise problem(503, "busy", f"all {state.pool.workers} run workers are busy: retry soon")
+def accepted(state: ServerState, run_id: str | None, check: bool) -> RunAccepted:
+    """The answer for a queued run (429 if the queue was full)."""
+    run_id = queued(state, run_id)
     return RunAccepted(
         run_id=run_id,
         check=check,

@@ -11,14 +11,16 @@
 ``{id}`` is a change's SHA-256 or a unique prefix of 8+ characters. The roles are the
 portal's: readers see changes (a tam those of her projects), approvers approve and reject;
 the approver is the authenticated user, who can never approve a change she requested.
-An approval that completes a normal change runs it at once, as in the portal: the request is
-dry-run again first, and a dry run that differs from the approved one voids the approvals
-(the answer then says so, with the new change that waits). Refusals are 409 with the reason.
+An approval that completes a normal change queues its run at once, as in the portal (one
+implementation: :func:`infra_automation.server.flow.approve`): the request is dry-run again
+first, and a dry run that differs from the approved one voids the approvals (the answer then
+says so, with the new change that waits). Refusals are 409 with the reason.
 
-:func:`submit_request` is ``POST /requests/submit`` where a change policy governs the service:
-202 ``running`` with the run (standard, emergency, or an approved normal change),
-202 ``awaiting approval`` with the change (normal; also after a void), 409 ``refused``
-naming why (rejected, a conflicting open change, a blackout or change window).
+:func:`submit_request` is ``POST /requests/submit``: where a change policy governs the
+service, 202 ``running`` with the run (standard, emergency, or an approved normal change:
+queued, it claims the change when it starts), 202 ``awaiting approval`` with the change
+(normal; also after a void), 409 ``refused`` naming why (rejected, a conflicting open
+change, a blackout or change window).
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from infra_automation.changes import (
     ChangeFilter,
-    ChangeRefused,
     ChangeService,
     ChangeType,
     ChangeView,
@@ -46,11 +47,10 @@ from infra_automation.events import utcnow
 from infra_automation.identity import Role
 from infra_automation.request import Request
 from infra_automation.secrets import redact
-from infra_automation.server import queries
+from infra_automation.server import flow, queries
 from infra_automation.server.auth import Principal, problem
 from infra_automation.server.policy import API
-from infra_automation.server.runner import change_job
-from infra_automation.server.schemas import RequestIn
+from infra_automation.server.schemas import Parallel, RequestIn
 from infra_automation.server.state import Caller, ServerState, StateDep
 
 router = APIRouter(prefix=API, tags=["changes"])
@@ -73,9 +73,13 @@ class _In(BaseModel):
 
 
 class SubmitIn(RequestIn):
-    """A request to run. ``change_type`` overrides the service's change type (engineers
-    only); ``change`` names the approved change this submission means to run."""
+    """A request to run, with the options of ``infra apply``: ``check`` (a dry run: no
+    change), ``parallel`` (steps at once). ``change_type`` overrides the service's change
+    type (engineers only); ``change`` names the approved change this submission means to
+    run."""
 
+    check: bool = Field(default=False, strict=True, description="a dry run (infra apply --check)")
+    parallel: Parallel = None
     change_type: ChangeType | None = None
     change: str | None = Field(default=None, pattern=r"^[0-9a-f]{8,64}$")
 
@@ -173,7 +177,8 @@ class GateOut(BaseModel):
 
 
 class SubmitAccepted(BaseModel):
-    """``running``: the run started (``run_id``); ``awaiting approval``: the change waits."""
+    """``running``: the run is accepted (``run_id``; queued until a worker takes it: its
+    status says which); ``awaiting approval``: the change waits."""
 
     status: Literal["running", "awaiting approval"]
     run_id: str | None
@@ -328,26 +333,25 @@ def approve_change(
     body = body or ApproveIn()
     service = _service(state)
     view = visible(service, change_id, caller)
-    result = service.approve(view.id, caller.name, department=body.department, comment=body.comment)
+    approved = flow.approve(
+        state, view.id, caller.name, department=body.department, comment=body.comment
+    )
+    result = approved.result
     if not result.accepted:
         raise _refused(result.reason, result.change, list(result.missing))
-    done = result.change
     decided = ChangeDecisionOut(
-        accepted=True, reason=result.reason, change=summary(done, utcnow()), missing=[]
+        accepted=True,
+        reason=result.reason,
+        change=summary(result.change, utcnow()),
+        missing=list(result.missing),
     )
-    decided.missing = list(result.missing)
-    completes = done.record.change_type is ChangeType.NORMAL and done.state is State.APPROVED
-    if not completes or result.missing:
+    submitted = approved.submitted
+    if submitted is None or submitted.gate is None:
         return decided
-    content = done.record.content
-    data = {**content["request"], "requester": content["requester"]}
-    request = state.engine.validate(data, source=f"change {done.id[:12]}")
-    outcome = service.gate(request, requester=content["requester"], change_id=done.id)
-    decided.gate = gate_out(outcome)
-    if outcome.decision is not Decision.REFUSED:
-        started = after_gate(state, service, outcome)
-        decided.run_id, decided.run_url = started.run_id, started.run_url
-    decided.change = summary(service.store.get(done.id), utcnow())
+    decided.gate = gate_out(submitted.gate)
+    if submitted.run_id is not None:
+        decided.run_id, decided.run_url = submitted.run_id, f"{API}/runs/{submitted.run_id}"
+    decided.change = summary(service.store.get(view.id), utcnow())
     return decided
 
 
@@ -381,15 +385,11 @@ def submit_request(
     *,
     change_type: ChangeType | None = None,
     change_id: str | None = None,
+    check: bool = False,
+    parallel: int | None = None,
 ) -> SubmitAccepted:
-    """Run ``request`` now, or gate it as a change first where a policy governs it (the
-    same gate as ``infra apply`` and the portal)."""
-    engine = state.engine
-    service = _service(state)
-    explicit = change_type is not None or change_id is not None
-    if not explicit and not service.managed(request.service, request.inventory):
-        plan = engine.plan(request)
-        return _running(state, lambda: engine.run(plan), None)
+    """Queue ``request``'s run, or gate it as a change first where a policy governs it (the
+    same gate as ``infra apply`` and the portal: :func:`infra_automation.server.flow.submit`)."""
     allowed = caller.user.role in OVERRIDE_ROLES
     if change_type is not None and not allowed:
         raise problem(
@@ -399,45 +399,44 @@ def submit_request(
             f"of {request.service} (allowed: {', '.join(r.value for r in OVERRIDE_ROLES)})",
             fields=[{"field": "change_type", "message": "not allowed for this role"}],
         )
-    outcome = service.gate(
+    if check and (change_type is not None or change_id is not None):
+        message = "a dry run is not a change: drop change_type and change, or check"
+        raise problem(
+            422, "invalid", f"check: {message}", fields=[{"field": "check", "message": message}]
+        )
+    submitted = flow.submit(
+        state,
         request,
-        requester=caller.name,
+        check=check,
+        parallel=parallel,
         change_type=change_type,
         allowed=allowed,
         change_id=change_id,
     )
-    return after_gate(state, service, outcome)
+    return submit_answer(submitted, check)
 
 
-def after_gate(state: ServerState, service: ChangeService, outcome: GateOutcome) -> SubmitAccepted:
-    """Start the run of a change the gate lets run; the change that waits; 409 if refused."""
-    gate = gate_out(outcome)
-    view = outcome.change
-    if outcome.decision is Decision.REFUSED or view is None:
+def submit_answer(submitted: flow.Submitted, check: bool = False) -> SubmitAccepted:
+    """The queued run, the change that waits; 409 if the gate refused it."""
+    outcome = submitted.gate
+    gate = gate_out(outcome) if outcome is not None else None
+    view = outcome.change if outcome is not None else None
+    if outcome is not None and (submitted.refused or view is None):
         extra = {"change": view.id if view else None, "conflict": outcome.conflict}
         raise problem(409, "refused", outcome.reason, **extra)
-    if outcome.decision is not Decision.RUN or outcome.plan is None:
-        url = f"{API}/changes/{view.id}"
+    if submitted.run_id is None:
+        url = f"{API}/changes/{view.id}" if view else None
         return SubmitAccepted(
             status=AWAITING, run_id=None, run_url=None, stream_url=None, change_url=url, change=gate
         )
-    job = change_job(state.engine, service, outcome.plan, view.id)
-    try:
-        return _running(state, job, gate)
-    except ChangeRefused as exc:  # rejected or voided between the gate and the run's start
-        raise problem(409, "refused", str(exc), change=view.id) from None
-
-
-def _running(state: ServerState, job: Any, gate: GateOut | None) -> SubmitAccepted:
-    run_id = state.pool.start(job)
-    if run_id is None:
-        raise problem(503, "busy", f"all {state.pool.workers} run workers are busy: retry soon")
+    run_id = submitted.run_id
     return SubmitAccepted(
         status="running",
         run_id=run_id,
+        check=check,
         run_url=f"{API}/runs/{run_id}",
         stream_url=f"{API}/runs/{run_id}/stream",
-        change_url=f"{API}/changes/{gate.change.id}" if gate and gate.change else None,
+        change_url=f"{API}/changes/{view.id}" if view else None,
         change=gate,
     )
 

@@ -15,10 +15,10 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from infra_automation.record import EventRecord, RunRecord
 from infra_automation.secrets import redact
-from infra_automation.server import queries
+from infra_automation.server import outputs, queries
 from infra_automation.server.auth import problem
 from infra_automation.server.policy import API
-from infra_automation.server.routes_catalog import started
+from infra_automation.server.routes_catalog import accepted
 from infra_automation.server.schemas import EventOut, EventsOut, RunAccepted, RunDetail, RunPageOut
 from infra_automation.server.state import Caller, ServerState, StateDep
 
@@ -28,6 +28,7 @@ Text = Annotated[str | None, Query(max_length=200)]
 
 
 class RunStatus(StrEnum):
+    QUEUED = "queued"
     RUNNING = "running"
     SUCCESS = "success"
     FAILED = "failed"
@@ -71,12 +72,14 @@ VisibleRun = Annotated[str, Depends(visible_run)]
 
 @router.get("/runs/{run_id}", response_model=RunDetail)
 def show_run(run_id: str, project: VisibleRun, state: StateDep) -> dict[str, Any]:
-    return run_detail(state.engine.store.get_run(run_id))
+    run = state.engine.store.get_run(run_id)
+    return run_detail(run, outputs.of_run(state.engine, run))
 
 
-def run_detail(run: RunRecord) -> dict[str, Any]:
+def run_detail(run: RunRecord, service_outputs: dict[str, Any] | None = None) -> dict[str, Any]:
     data = dataclasses.asdict(run)
     data["request"] = redact(dict(run.request), keys=False)
+    data["outputs"] = redact(service_outputs or {}, keys=False)
     return data
 
 
@@ -150,10 +153,15 @@ async def _follow(state: ServerState, run_id: str, last: int) -> AsyncIterator[E
         await asyncio.sleep(state.poll_interval)
 
 
-@router.post("/runs/{run_id}/resume", response_model=RunAccepted, status_code=202)
+@router.post(
+    "/runs/{run_id}/resume",
+    response_model=RunAccepted,
+    status_code=202,
+    responses={429: {"description": "too many runs wait for a worker (Retry-After)"}},
+)
 def resume_run(run_id: str, project: VisibleRun, state: StateDep) -> RunAccepted:
-    """A new run of the run's request that reuses its successful steps."""
+    """Queue a new run of the run's request that reuses its successful steps."""
     engine = state.engine
     plan = engine.resume_plan(run_id)
     check = engine.store.get_run(run_id).check
-    return started(state, lambda: engine.resume(run_id, plan=plan), check=check)
+    return accepted(state, state.runs.resume(run_id, plan), check)

@@ -1,138 +1,250 @@
-"""The server's own run workers: a small bounded thread pool.
+"""The server's runs: accepted into the record as ``queued`` at once, run by the server's own
+worker threads, or by the workers' schedulers when a broker is configured.
 
-:meth:`RunPool.start` hands a run to a free worker and returns its run id as soon as the run
-is recorded (its ``run.started`` event), or the error that stopped it before (the project is
-locked, the inventory is invalid). With no free worker it returns ``None`` at once: the
-caller answers 503 and the client retries; nothing is queued, so nothing is lost if the
-server stops.
+::
 
-:func:`change_job` is the job of an approved change (the API's submit and approve, through
-the change gate): it claims the change just before the run starts (approved ->
-implementing), so a change rejected or voided since the gate never runs, and records the
-outcome on the change afterwards.
+    runs = RunQueue(engine, workers=4, limit=1000)
+    runs.start()                                  # the threads, and a first sweep
+    run_id = runs.submit(plan, check=False)       # None: `limit` runs wait already (429)
+    runs.shutdown()                               # runs in progress end; queued ones stay
+
+Accepting a run is one insert (:meth:`Engine.submit`, a ``queued`` run; a project with an
+active run refuses it, RunLocked), so the answer never waits for a worker. The threads take
+queued runs in order with :meth:`Engine.run_submitted`: its project lease and the ``queued``
+status read under it are the claim, as for the workers' schedulers, so a queued run runs once
+whatever the number of servers (or schedulers) on the database. A run whose project is busy
+stays queued and is tried again after the next sweep. The sweep, every ``sweep`` seconds,
+adds the record's queued runs this server does not hold yet: those of before a restart, of a
+server that stopped, those that waited for their project. A run submitted with the approved
+change it implements claims the change when it starts (see :class:`~infra_automation.engine.
+Engine`): one rejected or voided meanwhile never runs, its run is recorded failed.
+
+:func:`change_job` is the same claim for a plan run here and now (a library caller).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import queue
 import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
 
 from infra_automation.changes import ChangeService
 from infra_automation.engine import Engine
-from infra_automation.events import Event
-from infra_automation.exceptions import RunLocked, RunNotFound
+from infra_automation.exceptions import ChangeError, InfraError, RunLocked, RunNotFound
 from infra_automation.planner import Plan
+from infra_automation.record import QUEUED, runs
 from infra_automation.results import RunResult
 
 log = logging.getLogger(__name__)
-START_TIMEOUT = 60.0
+DEFAULT_LIMIT = 1000  # runs waiting for a thread of this server before it answers 429
+SWEEP_INTERVAL = 1.0  # seconds between two looks at the record's queued runs
+TAKE_TIMEOUT = 0.2  # seconds a thread waits for a run before it checks whether to stop
 
 
-@dataclass
-class _Slot:
-    """Where a worker reports the start (run id) or early failure of its run."""
+class RunQueue:
+    """Queued runs of ``engine``'s record, run by ``workers`` threads of this process."""
 
-    done: threading.Event = field(default_factory=threading.Event)
-    run_id: str | None = None
-    error: BaseException | None = None
-
-    def started(self, run_id: str) -> None:
-        if not self.done.is_set():
-            self.run_id = run_id
-            self.done.set()
-
-    def failed(self, error: BaseException) -> None:
-        if not self.done.is_set():
-            self.error = error
-            self.done.set()
-
-
-class _StartSignal:
-    """Engine observer: tells the worker's slot the id of the run it started.
-
-    The engine emits ``run.started`` in the thread that called it, so a thread-local slot
-    finds the right submission."""
-
-    def __init__(self) -> None:
-        self.local = threading.local()
-
-    def on_event(self, event: Event) -> None:
-        slot: _Slot | None = getattr(self.local, "slot", None)
-        if slot is not None and event.kind == "run.started":
-            slot.started(event.run_id)
-
-
-class RunPool:
-    """Runs jobs of ``engine`` in at most ``workers`` threads."""
-
-    def __init__(self, engine: Engine, workers: int = 4) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        workers: int = 4,
+        *,
+        limit: int = DEFAULT_LIMIT,
+        sweep: float = SWEEP_INTERVAL,
+    ) -> None:
+        self.engine = engine
         self.workers = workers
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="infra-run")
-        self._free = threading.BoundedSemaphore(workers)
-        self._signal = _StartSignal()
-        self._store = engine.store
-        engine.observers.append(self._signal)
+        self.limit = limit
+        self.sweep_interval = sweep
+        self.broker = bool(engine.settings.broker_url)
+        self._plain = _without_docs(engine)
+        self._waiting: queue.Queue[str] = queue.Queue()
+        self._held: set[str] = set()  # waiting here or running here
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._celery: Any = None
 
-    def start(self, job: Callable[[], RunResult], timeout: float = START_TIMEOUT) -> str | None:
-        """Run ``job`` in a worker; its run id, or None when every worker is busy.
+    # --- accepting ------------------------------------------------------------------------
 
-        Raises what ``job`` raised before its run was recorded (RunLocked, PlanningError...)."""
-        if not self._free.acquire(blocking=False):
+    @property
+    def waiting(self) -> int:
+        """Runs accepted here that no thread has taken yet."""
+        return self._waiting.qsize()
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds a client refused for a full queue should wait (``Retry-After``)."""
+        return max(1, math.ceil(self.sweep_interval))
+
+    def full(self) -> bool:
+        return not self.broker and self.waiting >= self.limit
+
+    def submit(
+        self,
+        plan: Plan,
+        *,
+        check: bool = False,
+        parallel: int | None = None,
+        change: str | None = None,
+    ) -> str | None:
+        """Queue ``plan``'s run; its id, or None when ``limit`` runs wait already."""
+        if self.full():
             return None
-        slot = _Slot()
+        docs = self.engine.load_observers
+        run_id = self.engine.submit(plan, check=check, parallel=parallel, docs=docs, change=change)
+        self._hand(run_id)
+        return run_id
+
+    def resume(self, run_id: str, plan: Plan | None = None) -> str | None:
+        """Queue a resume of ``run_id``; the new run's id, or None when the queue is full."""
+        if self.full():
+            return None
+        docs = self.engine.load_observers
+        new = self.engine.submit_resume(run_id, plan=plan, docs=docs)
+        self._hand(new)
+        return new
+
+    def _hand(self, run_id: str) -> None:
+        if self.broker:
+            self._send(run_id)
+        else:
+            self.start()
+            self._hold(run_id)
+
+    def _hold(self, run_id: str) -> bool:
+        with self._lock:
+            if run_id in self._held:
+                return False
+            self._held.add(run_id)
+        self._waiting.put(run_id)
+        return True
+
+    def _send(self, run_id: str) -> None:
+        """To the workers' schedulers; a lost message is found by their sweep."""
+        from infra_automation.workers.app import SCHEDULE_RUN, describe, make_app
+
+        settings = self.engine.settings
         try:
-            self._pool.submit(self._work, job, slot)
-        except RuntimeError:  # shutting down
-            self._free.release()
-            return None
-        if not slot.done.wait(timeout):
-            raise TimeoutError(f"the run did not start within {timeout:.0f} s")
-        if slot.error is not None:
-            raise slot.error
-        assert slot.run_id is not None
-        self._recorded(slot.run_id, timeout)
-        return slot.run_id
+            if self._celery is None:
+                self._celery = make_app(settings)
+            self._celery.send_task(SCHEDULE_RUN, args=(run_id,), queue=settings.scheduler_queue)
+        except Exception as exc:  # kombu raises OperationalError and friends
+            log.warning(
+                "run %s is queued, but the broker %s cannot be reached (%s); a scheduler's "
+                "sweep takes it once it is back",
+                run_id,
+                describe(settings),
+                type(exc).__name__,
+            )
 
-    def _recorded(self, run_id: str, timeout: float) -> None:
-        """Wait until the run's row is committed: observers see ``run.started`` just before
-        the record writes it, and a client reads the run as soon as it has its id."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._store.get_run(run_id)
+    # --- running --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the threads and the sweep (once; none with a broker)."""
+        with self._lock:
+            if self.broker or self._threads or self._stop.is_set():
                 return
-            except RunNotFound:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"run {run_id} not recorded in {timeout:.0f} s") from None
-                time.sleep(0.01)
+            self._threads = [
+                threading.Thread(target=self._work, name=f"infra-run-{i}", daemon=True)
+                for i in range(self.workers)
+            ]
+            self._threads.append(
+                threading.Thread(target=self._sweep_loop, name="infra-run-sweep", daemon=True)
+            )
+        for thread in self._threads:
+            thread.start()
 
-    def _work(self, job: Callable[[], RunResult], slot: _Slot) -> None:
-        self._signal.local.slot = slot
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                run_id = self._waiting.get(timeout=TAKE_TIMEOUT)
+            except queue.Empty:
+                continue
+            try:
+                self.run(run_id)
+            finally:
+                with self._lock:
+                    self._held.discard(run_id)
+
+    def run(self, run_id: str) -> RunResult | None:
+        """Run the queued run ``run_id`` here; None if it did not run (taken elsewhere,
+        its project busy: it stays queued, refused, or failed before it started)."""
         try:
-            result = job()
-            log.info("run %s finished (failed: %s)", result.run_id, result.failed)
-        except BaseException as exc:  # the worker thread must survive any job
-            if slot.done.is_set():
-                log.error("run %s stopped: %s: %s", slot.run_id, type(exc).__name__, exc)
-            slot.failed(exc)
-        finally:
-            self._signal.local.slot = None
-            slot.failed(RuntimeError("the run ended before it was recorded"))
-            self._free.release()
+            docs = self.engine.submission(run_id).docs
+            result = (self.engine if docs else self._plain).run_submitted(run_id)
+        except (RunLocked, RunNotFound) as exc:  # busy project, or another runner has it
+            log.debug("run %s not started here: %s", run_id, exc)
+        except ChangeError as exc:  # its change may no longer run: recorded failed
+            log.warning("run %s refused: %s", run_id, exc)
+        except InfraError as exc:  # e.g. its request no longer plans: the run fails
+            log.error("run %s failed before it started: %s", run_id, exc)
+            self._fail(run_id, f"{type(exc).__name__}: {exc}")
+        except Exception:  # a worker thread survives any run
+            log.exception("run %s: running it failed", run_id)
+        else:
+            log.info("run %s finished (failed: %s)", run_id, result.failed)
+            return result
+        return None
+
+    def _fail(self, run_id: str, error: str) -> None:
+        try:
+            if self.engine.store.get_run(run_id).status == QUEUED:
+                self.engine.fail_submitted(run_id, error)
+        except InfraError as exc:
+            log.error("run %s could not be recorded failed: %s", run_id, exc)
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sweep()
+            except (InfraError, sa.exc.SQLAlchemyError) as exc:
+                log.warning("looking for queued runs failed, trying again: %s", exc)
+            self._stop.wait(self.sweep_interval)
+
+    def sweep(self) -> int:
+        """Hold the record's queued runs (oldest first) not held here yet; how many."""
+        query = (
+            sa.select(runs.c.id)
+            .where(runs.c.status == QUEUED)
+            .order_by(runs.c.started_at, runs.c.id)
+            .limit(self.limit)
+        )
+        with self.engine.db.connect() as conn:
+            found = [str(r) for r in conn.execute(query).scalars()]
+        return sum(self._hold(run_id) for run_id in found)
 
     def shutdown(self) -> None:
-        """Wait for the runs in progress (no new ones are accepted)."""
-        self._pool.shutdown(wait=True)
+        """Let the runs in progress end; queued runs stay queued in the record."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
+def _without_docs(engine: Engine) -> Engine:
+    """The engine for runs submitted without docs: the same record, no entry-point observers."""
+    if not engine.load_observers:
+        return engine
+    plain = Engine(
+        engine.settings,
+        registry=engine.registry,
+        observers=engine.observers,
+        load_observers=False,
+        dispatcher=engine.dispatcher,
+    )
+    plain._db = engine.db  # one connection pool for both
+    return plain
 
 
 def change_job(
     engine: Engine, changes: ChangeService, plan: Plan, change_id: str
 ) -> Callable[[], RunResult]:
-    """The run of the approved change ``change_id`` as a job of the pool.
+    """The run of the approved change ``change_id``, here and now, as a function.
 
     Claimed first (:class:`~infra_automation.changes.service.ChangeRefused`, raised before
     anything is recorded, if it is no longer approved); implemented or failed after its run.

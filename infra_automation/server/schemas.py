@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -74,6 +74,18 @@ class RequestIn(_In):
     inventory: str | None = Field(default=None, max_length=200)
 
 
+Parallel = Annotated[
+    int | None,
+    Field(ge=1, le=256, strict=True, description="steps at once (default: the project's)"),
+]
+
+
+class CheckIn(RequestIn):
+    """A request to dry-run, with the option of ``infra apply --check``."""
+
+    parallel: Parallel = None
+
+
 class Validated(BaseModel):
     valid: bool
     request: dict[str, Any]
@@ -87,6 +99,9 @@ class RunAccepted(BaseModel):
 
 
 class RunSummary(BaseModel):
+    """``status``: queued (accepted, waiting for a worker), running, success, failed or
+    interrupted; ``request``: the request it ran (known secret values masked)."""
+
     id: str
     service: str
     project: str
@@ -98,6 +113,7 @@ class RunSummary(BaseModel):
     started_at: datetime
     finished_at: datetime | None
     error: str | None
+    request: dict[str, Any]
 
 
 class RunPageOut(BaseModel):
@@ -126,10 +142,13 @@ class StepOut(BaseModel):
 
 
 class RunDetail(RunSummary):
+    """``outputs``: the service's outputs (the catalog's expressions over the steps' outputs,
+    as ``infra apply`` prints them; None for one whose steps did not succeed)."""
+
     parallel: int
-    request: dict[str, Any]
     plan: list[dict[str, Any]]
     steps: list[StepOut]
+    outputs: dict[str, Any]
 
 
 class EventOut(BaseModel):

@@ -1,4 +1,4 @@
-"""What the routes share: the engine, the identity store, the run pool, the login limiter,
+"""What the routes share: the engine, the identity store, the run queue, the login limiter,
 and the dependency that authenticates and authorizes a request."""
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from infra_automation.docs.ledger import Ledgers, ledger_store
 from infra_automation.docs.writer import DocsWriter
 from infra_automation.engine import Engine
 from infra_automation.identity import IdentityStore
-from infra_automation.server.auth import LoginLimiter, Principal, authorize
-from infra_automation.server.runner import RunPool
+from infra_automation.server.auth import LoginLimiter, Principal, authorize, problem
+from infra_automation.server.runner import RunQueue
 
 
 @dataclass
 class ServerState:
     engine: Engine
     identity: IdentityStore
-    pool: RunPool
+    runs: RunQueue
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     secure_cookies: bool = False
     poll_interval: float = 0.1  # seconds between reads of new events for a live stream
@@ -47,3 +47,15 @@ def guard(request: Request, state: StateDep) -> Principal:
 
 
 Caller = Annotated[Principal, Depends(guard)]
+
+
+def queued(state: ServerState, run_id: str | None) -> str:
+    """The id of a run the queue accepted; 429 with ``Retry-After`` if it was full (None)."""
+    if run_id is not None:
+        return run_id
+    runs = state.runs
+    error = problem(
+        429, "busy", f"{runs.waiting} runs wait for a worker already: retry in {runs.retry_after} s"
+    )
+    error.headers = {"Retry-After": str(runs.retry_after)}
+    raise error

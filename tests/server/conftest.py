@@ -91,12 +91,13 @@ class LiveServer:
         return f"{role.value}-user"
 
     def wait_idle(self, run_id: str, timeout: float = 30) -> dict[str, Any]:
-        """The run once it is no longer running."""
+        """The run once it is no longer queued or running."""
         deadline = time.monotonic() + timeout
         with self.client(Role.ENGINEER) as http:
             while True:
                 run: dict[str, Any] = http.get(f"/api/v1/runs/{run_id}").json()
-                if run["status"] != "running" and not self._holds_lease(run_id):
+                ended = run["status"] not in ("queued", "running")
+                if ended and not self._holds_lease(run_id):
                     return run
                 assert time.monotonic() < deadline, f"run {run_id} still running"
                 time.sleep(0.05)
@@ -146,7 +147,8 @@ def add_users(identity: IdentityStore) -> dict[Role, str]:
     tokens: dict[Role, str] = {}
     for role in Role:
         projects = TAM_PROJECTS if role is Role.TAM else ()
-        identity.add_user(f"{role.value}-user", role, PASSWORD, projects)
+        if identity.get_user(f"{role.value}-user") is None:  # a restarted server has them
+            identity.add_user(f"{role.value}-user", role, PASSWORD, projects)
         tokens[role] = identity.create_token(f"{role.value}-user", "tests").value
     return tokens
 
