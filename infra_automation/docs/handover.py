@@ -9,7 +9,8 @@ executor producing the same fields shows up in the same place:
   portgroup and folder from steps with ``vlan_id``+``name`` / ``path``;
 - hosts: outputs ``hosts``, a mapping host -> ``{bound_to, url, services, packages, facts}``
   (``os.playbook``): the site URLs, the services per host with their package versions, and,
-  by the step's department, backup (``backup``) and monitoring (``monitoring``) facts.
+  by the step's department, backup (``backup``) and monitoring (``monitoring``) facts;
+- databases: outputs with ``database``, ``owner`` and ``port`` (``dba.postgresql``).
 
 Tool internals (Ansible stats, MoIDs, SSH addresses) are left to the appendix page.
 """
@@ -56,6 +57,7 @@ def handover(ledger: ProjectLedger) -> dict[str, Any]:
         "services": _services(hosts),
         "backup": _department_facts(hosts, "backup"),
         "monitoring": _department_facts(hosts, "monitoring"),
+        "databases": _databases(resources),
         "owners": _owners(ledger),
         "verification": _verification(ledger),
         "plan_svg": plan_picture(_plan_boxes(ledger)) if ledger.plan else "",
@@ -209,6 +211,21 @@ def _department_facts(hosts: list[HostView], department: str) -> list[dict[str, 
         row = {"host": host.name, "tool": ", ".join(sorted(packages)) if packages else ""}
         if isinstance(facts, Mapping):
             row.update({str(k): display(v) for k, v in facts.items()})
+        rows.append(row)
+    return rows
+
+
+DATABASE_KEYS = ("database", "owner", "server", "address", "port", "server_version")
+
+
+def _databases(resources: list[Resource]) -> list[dict[str, str]]:
+    """Databases: outputs with ``database``, ``owner`` and ``port`` (``dba.postgresql``);
+    the clients it admits. Never a password: outputs hold none (only its secret's name)."""
+    rows: list[dict[str, str]] = []
+    for r in _outputs_with(resources, "database", "owner", "port"):
+        row = {key: display(r.outputs.get(key)) for key in DATABASE_KEYS}
+        row["clients"] = display(r.outputs.get("client_hosts") or r.outputs.get("clients") or [])
+        row["department"] = r.department
         rows.append(row)
     return rows
 

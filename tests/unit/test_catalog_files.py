@@ -38,7 +38,11 @@ def test_shipped_request_plans(engine: Engine, request_file: Path) -> None:
         assert departments >= {"network", "vmware", "os", "web", "docs"}
         waves = plan.waves
         assert waves[0] == ["ipam"] and waves[-1] == ["docs"]
-        assert set(waves[-2]) == {"web", "backup", "monitoring"}  # in parallel
+        if plan.request.params.get("database", "none") == "none":
+            assert set(waves[-2]) == {"web", "backup", "monitoring"}  # in parallel
+        else:  # the landing page reads the database: web after it, backup and monitoring not
+            assert waves[-2] == ["web"] and "database" in plan.step("web").needs
+            assert {"backup", "monitoring"} <= set(waves[-3])
 
 
 def test_landscape_without_options_leaves_their_steps_out(engine: Engine) -> None:
