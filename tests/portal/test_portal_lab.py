@@ -88,13 +88,19 @@ NETWORK_SERVICE = {  # the landscape's first steps, and the VM folder after them
     ],
 }
 
-# Every 250 ms: each box of the picture, its status, class and the fill colour it is drawn in.
+# Every 250 ms: each box of the picture, its status, class and the fill colour it is drawn
+# in; and every text the departments' "Now" column showed.
 SAMPLER = """() => {
   window.__samples = [];
-  const sample = () => window.__samples.push(Object.fromEntries(
-    [...document.querySelectorAll('svg.dag g.node')].map(n => [n.id, [
-      n.dataset.status, n.getAttribute('class'),
-      getComputedStyle(n.querySelector('rect')).fill]])));
+  window.__now = new Set();
+  const sample = () => {
+    document.querySelectorAll('#run-panel td.current').forEach(
+      td => __now.add(td.closest('tr').id + '=' + td.textContent.trim()));
+    __samples.push(Object.fromEntries(
+      [...document.querySelectorAll('svg.dag g.node')].map(n => [n.id, [
+        n.dataset.status, n.getAttribute('class'),
+        getComputedStyle(n.querySelector('rect')).fill]])));
+  };
   sample();
   window.__sample = sample;
   window.__sampler = setInterval(sample, 250);
@@ -110,6 +116,9 @@ PICTURE_FITS = """() => {
     const box = n.getBoundingClientRect();
     return box.left >= frame.left && box.right <= frame.right && box.right <= 1280; });
 }"""
+ONE_LINE = """() => [...document.querySelectorAll('#run-panel .badge, table.departments th')]
+  .every(e => e.getBoundingClientRect().height
+    < 2 * 1.3 * parseFloat(getComputedStyle(e).fontSize))"""
 Sample = dict[str, list[str]]  # node id -> [status, class, fill]
 
 
@@ -200,8 +209,10 @@ def watch_until_done(page: Any) -> list[Sample]:
     while steps run (the README's) and one at the end."""
     page.evaluate(SAMPLER)
     # the README's picture: web's playbook running, its current task in the table
-    page.wait_for_function(f"document.querySelector('#node-web.status-running') || {RUN_ENDED}")
+    web_task = "document.querySelector('#dept-web td.current')?.textContent.includes(': ')"
+    page.wait_for_function(f"{web_task} || {RUN_ENDED}")
     shot(page, "lab-run-live", full=False)
+    assert page.evaluate(ONE_LINE), "a department or badge is broken over two lines"
     page.wait_for_function(RUN_ENDED)
     assert page.inner_text("#run-status") == "success", page.inner_text("#run-panel")
     count = page.locator("svg.dag g.node").count()
@@ -210,6 +221,9 @@ def watch_until_done(page: Any) -> list[Sample]:
     page.wait_for_function(done)
     assert page.evaluate(PICTURE_FITS), "the picture does not fit the 1,280-px screen"
     samples: list[Sample] = page.evaluate(STOP_SAMPLER)
+    now: list[str] = page.evaluate("[...__now]")
+    tasks = [t for t in now if re.match(r"dept-web=web — \S+: \S", t)]
+    assert tasks, f"the web department's current task was never shown: {now}"
     (ARTIFACTS / "lab-run-samples.json").write_text(json.dumps(samples, indent=1))
     shot(page, "lab-run-success")
     return samples
@@ -262,11 +276,11 @@ def test_a_tam_requests_a_landscape_and_watches_it_build_on_the_lab(
         page.click(f"main p a[href='/projects/{PROJECT}']")
         page.wait_for_selector(f"h1:has-text('Project {PROJECT}')")
         assert run_id in page.inner_text("table.runs")
+        shot(page, "lab-project")  # the first page open, as the TAM sees it
         page.locator("details.doc-page").evaluate_all("els => els.forEach(e => e.open = true)")
         docs = page.inner_text("main")
         address = str(step(record, "ipam").outputs["hosts"][0]).split("/")[0]
         assert f"{PROJECT}-web-01" in docs and address in docs and subnet in docs
-        shot(page, "lab-project")
     assert any("/static/vendor/htmx" in url for url in requests.seen)
     assert any(url.endswith(f"/runs/{run_id}/live") for url in requests.seen)  # the SSE
 
@@ -375,3 +389,11 @@ def test_a_tam_gets_403_on_another_projects_pages(
         listed = page.locator("ul.projects a").all_inner_texts()
         assert listed == ([PROJECT] if "run" in flow else []), listed  # never OTHER
     assert all(url.startswith(live.url) for url in requests.seen), requests.seen
+
+
+def test_the_tab_guard_fails_on_a_request_off_loopback(browser: Any) -> None:
+    """The check the tests above rely on: a request for another host is aborted and fails."""
+    off_loopback = pytest.raises(AssertionError, match=r"203\.0\.113\.9")  # TEST-NET-3
+    with off_loopback, browser_tab(browser) as (page, _requests):
+        page.set_content('<img src="http://203.0.113.9/logo.png" alt="">')
+        page.wait_for_load_state("networkidle")
