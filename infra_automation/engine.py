@@ -254,6 +254,8 @@ class Engine:
         self._catalog: Catalog | None = None
         self._plans: dict[str, tuple[Plan, bool]] = {}  # run id -> plan, check (workers)
         self._plans_lock = threading.Lock()
+        self._queuer: RunRecorder | None = None  # writes run.queued: one commit for many
+        self._queuer_lock = threading.Lock()
 
     # --- reading --------------------------------------------------------------------------
 
@@ -413,12 +415,25 @@ class Engine:
             "docs": docs,
             "change": change,
         }
-        recorder = RunRecorder(self.db)
-        try:
-            EventBus(recorder=recorder).emit(Event(run_id, "run.queued", data=data))
-        finally:
-            recorder.close()
+        self._record_queued(Event(run_id, "run.queued", data=data))
         return run_id
+
+    def _record_queued(self, event: Event) -> None:
+        """Write a ``run.queued`` event through the engine's one queueing recorder:
+        submissions that arrive together share a commit. After a failed write the next
+        submission starts a fresh recorder (RecordError here)."""
+        with self._queuer_lock:
+            if self._queuer is None:
+                self._queuer = RunRecorder(self.db)
+            recorder = self._queuer
+        try:
+            EventBus(recorder=recorder).emit(event)
+        except RecordError:
+            with self._queuer_lock:
+                if self._queuer is recorder:
+                    self._queuer = None
+            recorder.close()
+            raise
 
     def submission(self, run_id: str) -> Submission:
         """The queued run ``run_id`` and how it was submitted."""
@@ -527,6 +542,10 @@ class Engine:
         return known
 
     def close(self) -> None:
+        with self._queuer_lock:
+            queuer, self._queuer = self._queuer, None
+        if queuer is not None:
+            queuer.close()
         if self._db is not None:
             self._db.dispose()
             self._db = None

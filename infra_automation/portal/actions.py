@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from infra_automation.changes import ApprovalResult, ChangeService, ChangeType
+from infra_automation.changes import ApprovalResult, ChangeType
 from infra_automation.changes.policy import ApprovalMode
 from infra_automation.planner import Plan
 from infra_automation.request import Request
@@ -65,12 +65,12 @@ def approve(state: ServerState, change_id: str, approver: str) -> tuple[Approval
 
 
 def reject(state: ServerState, change_id: str, actor: str) -> ApprovalResult:
-    return ChangeService(state.engine).reject(change_id, actor)
+    return state.changes.reject(change_id, actor)
 
 
 def approval_needed(state: ServerState, plan: Plan) -> str | None:
     """The approval a submission of ``plan`` will wait for (None: no change policy)."""
-    changes = ChangeService(state.engine)
+    changes = state.changes
     request = plan.request
     if not changes.managed(request.service, request.inventory):
         return None

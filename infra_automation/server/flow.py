@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from infra_automation.changes import (
     ApprovalResult,
-    ChangeService,
     ChangeType,
     Decision,
     GateOutcome,
@@ -69,7 +68,7 @@ def submit(
     """Queue ``request``'s run, through the change gate where a policy governs its service
     (or ``change_type`` / ``change_id`` name a change). A dry run (``check``) is no change."""
     engine = state.engine
-    changes = ChangeService(engine)
+    changes = state.changes
     explicit = change_type is not None or change_id is not None
     if check or (not explicit and not changes.managed(request.service, request.inventory)):
         plan = engine.plan(request)
@@ -103,7 +102,7 @@ def approve(
 ) -> Approved:
     """Approve as ``approver``; an approval that completes a normal change runs it (gated
     again on its recorded request)."""
-    changes = ChangeService(state.engine)
+    changes = state.changes
     result = changes.approve(change_id, approver, department=department, comment=comment)
     done = result.change
     complete = result.accepted and not result.missing and done.state is State.APPROVED

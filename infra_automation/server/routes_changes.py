@@ -445,7 +445,7 @@ def submit_answer(submitted: flow.Submitted, check: bool = False) -> SubmitAccep
 
 
 def _service(state: ServerState) -> ChangeService:
-    return ChangeService(state.engine)
+    return state.changes
 
 
 def visible(service: ChangeService, change_id: str, caller: Principal) -> ChangeView:

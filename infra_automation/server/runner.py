@@ -13,7 +13,10 @@ active run refuses it, RunLocked), so the answer never waits for a worker. The t
 queued runs in order with :meth:`Engine.run_submitted`: its project lease and the ``queued``
 status read under it are the claim, as for the workers' schedulers, so a queued run runs once
 whatever the number of servers (or schedulers) on the database. A run whose project is busy
-stays queued and is tried again after the next sweep. The sweep, every ``sweep`` seconds,
+stays queued and is tried again after the next sweep. Intake comes first: while runs are
+being submitted (one within :data:`INTAKE_QUIET` seconds), at most a quarter of the workers
+(at least one) start runs, so that answering stays fast under a burst; the queue is run down
+at full width once it is quiet. The sweep, every ``sweep`` seconds,
 adds the record's queued runs this server does not hold yet: those of before a restart, of a
 server that stopped, those that waited for their project. A run submitted with the approved
 change it implements claims the change when it starts (see :class:`~infra_automation.engine.
@@ -28,6 +31,7 @@ import logging
 import math
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +48,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LIMIT = 1000  # runs waiting for a thread of this server before it answers 429
 SWEEP_INTERVAL = 1.0  # seconds between two looks at the record's queued runs
 TAKE_TIMEOUT = 0.2  # seconds a thread waits for a run before it checks whether to stop
+INTAKE_QUIET = 0.25  # seconds without a submission after which every worker takes runs
 
 
 class RunQueue:
@@ -69,6 +74,9 @@ class RunQueue:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._celery: Any = None
+        self._running = 0  # runs this server's threads are running
+        self._intake_until = 0.0  # monotonic time until which submissions come first
+        self._paced = max(1, workers // 4)  # runs at once while submissions come
 
     # --- accepting ------------------------------------------------------------------------
 
@@ -96,6 +104,7 @@ class RunQueue:
         """Queue ``plan``'s run; its id, or None when ``limit`` runs wait already."""
         if self.full():
             return None
+        self._intake()
         docs = self.engine.load_observers
         run_id = self.engine.submit(plan, check=check, parallel=parallel, docs=docs, change=change)
         self._hand(run_id)
@@ -105,10 +114,14 @@ class RunQueue:
         """Queue a resume of ``run_id``; the new run's id, or None when the queue is full."""
         if self.full():
             return None
+        self._intake()
         docs = self.engine.load_observers
         new = self.engine.submit_resume(run_id, plan=plan, docs=docs)
         self._hand(new)
         return new
+
+    def _intake(self) -> None:
+        self._intake_until = time.monotonic() + INTAKE_QUIET
 
     def _hand(self, run_id: str) -> None:
         if self.broker:
@@ -162,15 +175,32 @@ class RunQueue:
 
     def _work(self) -> None:
         while not self._stop.is_set():
+            if not self._reserve():
+                time.sleep(TAKE_TIMEOUT / 10)
+                continue
             try:
                 run_id = self._waiting.get(timeout=TAKE_TIMEOUT)
             except queue.Empty:
+                self._release(None)
                 continue
             try:
                 self.run(run_id)
             finally:
-                with self._lock:
-                    self._held.discard(run_id)
+                self._release(run_id)
+
+    def _reserve(self) -> bool:
+        """Count this thread as running if it may start a run now (intake first)."""
+        with self._lock:
+            if self._running < self._paced or time.monotonic() >= self._intake_until:
+                self._running += 1
+                return True
+            return False
+
+    def _release(self, run_id: str | None) -> None:
+        with self._lock:
+            self._running -= 1
+            if run_id is not None:
+                self._held.discard(run_id)
 
     def run(self, run_id: str) -> RunResult | None:
         """Run the queued run ``run_id`` here; None if it did not run (taken elsewhere,

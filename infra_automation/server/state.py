@@ -4,10 +4,12 @@ and the dependency that authenticates and authorizes a request."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from infra_automation.changes import ChangeService
 from infra_automation.docs.ledger import Ledgers, ledger_store
 from infra_automation.docs.writer import DocsWriter
 from infra_automation.engine import Engine
@@ -24,6 +26,11 @@ class ServerState:
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     secure_cookies: bool = False
     poll_interval: float = 0.1  # seconds between reads of new events for a live stream
+
+    @cached_property
+    def changes(self) -> ChangeService:
+        """The change records (one service for the server: its tables are checked once)."""
+        return ChangeService(self.engine)
 
     @property
     def ledgers(self) -> Ledgers:

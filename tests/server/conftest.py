@@ -46,6 +46,7 @@ QUICK = {
         {"id": "first", "executor": "core.noop", "params": {"echo": {"note": "{{ params.note }}"}}},
         {"id": "second", "executor": "core.noop", "needs": ["first"]},
     ],
+    "outputs": {"greeting": "{{ steps.first.outputs.note }} from {{ project }}"},
 }
 
 SLOW = {

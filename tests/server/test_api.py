@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -51,6 +52,48 @@ def test_bad_request_names_the_fields_and_creates_nothing(server: LiveServer) ->
     assert {f["field"] for f in response.json()["fields"]} == {"requester"}
     time.sleep(0.2)
     assert count_runs(server) == before
+
+
+def test_submit_takes_the_options_of_infra_apply_validated(server: LiveServer) -> None:
+    before = count_runs(server)
+    base = {"service": "quick", "project": "options"}
+    with server.client(Role.ENGINEER) as http:
+        bad = [
+            http.post(f"{API}/requests/submit", json={**base, **extra})
+            for extra in (
+                {"check": "maybe", "parallel": 0},
+                {"parallel": "2"},
+                {"parallel": 300},
+                {"check": True, "change_type": "standard"},
+            )
+        ]
+        bad.append(http.post(f"{API}/requests/check", json={**base, "parallel": -1}))
+    named = [{f["field"] for f in r.json()["fields"]} for r in bad]
+    assert [r.status_code for r in bad] == [422] * 5
+    assert named == [{"check", "parallel"}, {"parallel"}, {"parallel"}, {"check"}, {"parallel"}]
+    assert count_runs(server) == before  # nothing recorded
+    run_id = submit(server, Role.ENGINEER, {**base, "check": True, "parallel": 2})
+    run = server.wait_idle(run_id)
+    assert run["check"] is True and run["parallel"] == 2 and run["status"] == "success"
+    checked = submit(server, Role.ENGINEER, {**base, "parallel": 3}, "check")
+    assert server.wait_idle(checked)["parallel"] == 3
+
+
+def test_a_run_shows_its_service_outputs_and_the_list_its_request(server: LiveServer) -> None:
+    body = {"service": "quick", "project": "outputs", "params": {"note": "hi"}}
+    run_id = submit(server, Role.ENGINEER, body)
+    run = server.wait_idle(run_id)
+    with server.client(Role.VIEWER) as http:
+        [listed] = http.get(f"{API}/runs", params={"project": "outputs"}).json()["runs"]
+        slow = http.get(f"{API}/runs/{run_id}").json()
+    assert run["outputs"] == {"greeting": "hi from outputs"} == slow["outputs"]
+    assert listed["request"] == {
+        "service": "quick",
+        "project": "outputs",
+        "requester": server.user(Role.ENGINEER),
+        "params": {"note": "hi", "count": 1},
+        "inventory": None,
+    }
 
 
 def test_requester_is_the_authenticated_user(server: LiveServer) -> None:
@@ -158,6 +201,8 @@ def test_no_secret_value_in_any_response(server: LiveServer) -> None:
         ]
     assert all(secret not in t for t in texts)
     assert "********" in texts[0]
+    assert "********" in json.loads(texts[0])["outputs"]["greeting"]  # the service's outputs
+    assert "********" in json.loads(texts[3])["runs"][0]["request"]["params"]["note"]
 
 
 def test_tokens_are_revocable_and_shown_once(server: LiveServer) -> None:

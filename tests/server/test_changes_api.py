@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,13 +96,13 @@ SERVICES: list[dict[str, Any]] = [
 ]
 
 
-def served(base: Path) -> Iterator[LiveServer]:
+def served(base: Path, workers: int = 4) -> Iterator[LiveServer]:
     register("testchg.file", FileExecutor, replace=True)
     root = make_root(base)
     (root / "inventories" / "lab" / "inventory.yml").write_text(yaml.safe_dump(SITE))
     for service in SERVICES:
         (root / "catalog" / f"{service['name']}.yml").write_text(yaml.safe_dump(service))
-    with live_server(root) as server:
+    with live_server(root, workers=workers) as server:
         server.state.identity.add_user("nina", Role.APPROVER, PASSWORD)  # network only
         yield server
 
@@ -264,6 +265,32 @@ def test_a_change_rejected_after_the_gate_does_not_run(live: LiveServer) -> None
     with pytest.raises(ChangeRefused, match="rejected"):
         job()
     assert len(engine.store.list_runs()) == runs_before  # nothing was recorded, nothing ran
+
+
+def test_a_change_rejected_while_its_run_is_queued_never_runs(tmp_path: Path) -> None:
+    """The run of a standard change waits behind a busy worker; rejected meanwhile, the
+    claim at its start refuses it: recorded failed, nothing ran, the change stays rejected."""
+    with contextmanager(served)(tmp_path / "project", workers=1) as one:
+        engine = one.state.engine
+        data = {"service": "slow", "project": "claim-busy", "requester": "tests"}
+        slow = engine.plan(engine.validate({**data, "params": {"pause": 1.0}}))
+        busy = one.state.runs.submit(slow)  # holds the only worker for five seconds
+        answer = submit(one, "claim-queued", service="standard", params={"vm": "queued-vm"})
+        assert answer.status_code == 202 and answer.json()["status"] == "running", answer.text
+        run_id, change = answer.json()["run_id"], answer.json()["change"]["change"]["id"]
+        with client(one, Role.APPROVER) as http:
+            assert http.get(f"{API}/runs/{run_id}").json()["status"] == "queued"
+            rejected = http.post(f"{API}/changes/{change}/reject", json={"comment": "withdrawn"})
+        assert rejected.status_code == 200 and rejected.json()["change"]["state"] == "rejected"
+        run = one.wait_idle(run_id, timeout=60)
+        assert busy is not None and one.wait_idle(busy, timeout=60)["status"] == "success"
+        with client(one, Role.VIEWER) as http:
+            kinds = [e["kind"] for e in http.get(f"{API}/runs/{run_id}/events").json()["events"]]
+        view = ChangeService(engine).store.get(change)
+    assert run["status"] == "failed" and "rejected" in run["error"], run["error"]
+    assert [s["status"] for s in run["steps"]] == ["pending"]  # nothing ran
+    assert kinds == ["run.queued", "run.finished"]
+    assert view.state is State.REJECTED and view.run_id is None
 
 
 def test_standard_and_emergency_changes_run_at_once(live: LiveServer) -> None:
