@@ -250,6 +250,28 @@ def check_colours_changed(samples: list[Sample]) -> None:
     assert changed, f"the boxes seen running never had another colour: {fills}"
 
 
+GREEN, WHITE, ORANGE = "rgb(213, 245, 227)", "rgb(255, 255, 255)", "rgb(253, 235, 208)"
+
+
+@pytest.mark.parametrize(
+    "samples",
+    [
+        [{"node-a": ["pending", "", GREEN]}, {"node-a": ["running", "", GREEN]}]
+        + [{"node-a": ["success", "", GREEN]}] * 8,  # the status changed, never the colour
+        [{"node-a": ["pending", "", WHITE]}] + [{"node-a": ["success", "", GREEN]}] * 9,
+        [{"node-a": ["running", "", ORANGE]}] * 10,  # never succeeded
+    ],
+    ids=["colour-never-changes", "never-seen-running", "never-succeeds"],
+)
+def test_the_colour_check_fails_on_a_picture_that_does_not_change(
+    samples: list[Sample],
+) -> None:
+    with pytest.raises(AssertionError):
+        check_colours_changed(samples)
+    good = [{"node-a": ["pending", "", WHITE]}, {"node-a": ["running", "", ORANGE]}]
+    check_colours_changed(good + [{"node-a": ["success", "", GREEN]}] * 8)
+
+
 def test_a_tam_requests_a_landscape_and_watches_it_build_on_the_lab(
     browser: Any, live: LiveServer, flow: dict[str, Any]
 ) -> None:
@@ -258,7 +280,7 @@ def test_a_tam_requests_a_landscape_and_watches_it_build_on_the_lab(
         page.click("#service-project-landscape h2 a")
         fill_landscape_form(page, "Not A Pool!")
         error = page.locator("#field-ip_pool .field-error")
-        assert error.is_visible(), page.inner_text("main")
+        assert error.is_visible() and "not allowed" in error.inner_text(), page.inner_text("main")
         assert page.input_value("#in-site_title") == TITLE  # the other values are kept
         shot(page, "lab-form-error")
         fill_landscape_form(page, "default")
