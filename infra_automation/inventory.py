@@ -33,6 +33,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -220,9 +221,9 @@ class Inventory:
         with self._binder_lock:
             if self._binder is None:
                 kind = self.spec.host_binding.kind
-                factory = BINDERS.get(kind)
+                factory = binder_factory(kind)
                 if factory is None:
-                    known = ", ".join(sorted(BINDERS))
+                    known = ", ".join(sorted({*BINDERS, *_binder_entry_points()}))
                     raise ConfigurationError(f"unknown host_binding kind {kind!r} (known: {known})")
                 self._binder = factory(self)
             return self._binder
@@ -378,6 +379,31 @@ class JsonBindingStore:
 
 BINDERS["static"] = StaticBinder
 BINDERS["pool"] = PoolBinder
+BINDER_ENTRY_POINTS = "infra_automation.host_binders"
+"""Entry-point group of third-party binder kinds (name -> ``Callable[[Inventory], HostBinder]``);
+the built-in lab's ``lab-guests`` (:mod:`infra_automation.lab.guests`) is one."""
+
+
+def _binder_entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=BINDER_ENTRY_POINTS)}
+
+
+def binder_factory(kind: str) -> Callable[[Inventory], HostBinder] | None:
+    """The binder kind ``kind``: from :data:`BINDERS`, else its entry point (loaded once,
+    then kept in :data:`BINDERS`); ``None`` when nobody registers it."""
+    if kind in BINDERS:
+        return BINDERS[kind]
+    ep = _binder_entry_points().get(kind)
+    if ep is None:
+        return None
+    try:
+        factory: Callable[[Inventory], HostBinder] = ep.load()
+    except Exception as exc:
+        raise ConfigurationError(
+            f"host_binding kind {kind!r}: entry point {ep.value} fails to load: {exc!r}"
+        ) from exc
+    BINDERS.setdefault(kind, factory)
+    return BINDERS[kind]
 
 
 # --- loading --------------------------------------------------------------------------------

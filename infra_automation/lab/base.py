@@ -57,6 +57,8 @@ class LabOptions:
     routers: int = 2  # core + edge always; more become r003, r004, ... (benchmarks)
     hosts: int = 3  # Debian hosts debian1..N
     vcenter: bool = True
+    guests: bool = False  # VMs get guest containers on demand (lab.guests) instead of the pool
+    max_guests: int | None = None  # with guests: the limit (default: from available memory)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from infra_automation.exceptions import InfraError
 from infra_automation.lab.base import LabOptions
-from infra_automation.lab.orchestrator import DEFAULT_NAME, Lab, find_root
+from infra_automation.lab.orchestrator import DEFAULT_NAME, MAX_GUESTS, Lab, find_root
 
 app = typer.Typer(
     help="The built-in local lab: vCenter simulator, FRR routers, Debian hosts.",
@@ -54,10 +54,31 @@ def up(
     routers: Annotated[int, typer.Option(help="FRR routers: core, edge, then r003...")] = 2,
     hosts: Annotated[int, typer.Option(help="Debian hosts debian1..N.")] = 3,
     vcenter: Annotated[bool, typer.Option("--vcenter/--no-vcenter", help="Run vcsim.")] = True,
+    guests: Annotated[
+        bool,
+        typer.Option(
+            "--guests/--no-guests",
+            help="Give each VM its own guest container on demand (host_binding lab-guests) "
+            "instead of binding VMs to the debian hosts.",
+        ),
+    ] = False,
+    max_guests: Annotated[
+        int | None,
+        typer.Option(help="With --guests: at most N guests (default: available memory / 256 MiB)."),
+    ] = None,
     root: RootOpt = None,
 ) -> None:
     """Build (once) and start the lab; write its inventory. A second `up` reuses what runs."""
-    lab = _lab(root, name, LabOptions(routers=routers, hosts=hosts, vcenter=vcenter))
+    if max_guests is not None and not 0 <= max_guests <= MAX_GUESTS:
+        err.print(f"[bold red]error:[/] --max-guests: {max_guests} is not in 0..{MAX_GUESTS}")
+        raise typer.Exit(2)
+    if max_guests is not None and not guests:
+        err.print("[bold red]error:[/] --max-guests: only with --guests")
+        raise typer.Exit(2)
+    options = LabOptions(
+        routers=routers, hosts=hosts, vcenter=vcenter, guests=guests, max_guests=max_guests
+    )
+    lab = _lab(root, name, options)
     lock = threading.Lock()
 
     def progress(component: str, event: str, seconds: float) -> None:

@@ -132,13 +132,11 @@ class DebianHosts:
     def up(self, ctx: LabContext) -> Fragment:
         image = ensure_image(ctx)
         pub = ensure_ssh_key(ctx.ssh_key)
-        network = network_name(ctx)
-        if not _ok(podman(ctx, "network", "exists", network, check=False)):
-            podman(ctx, "network", "create", "--label", f"{LABEL}={ctx.name}", network)
+        network = ensure_network(ctx)
         names = host_names(ctx)
         ports = {n: self._ensure_container(ctx, n, image, network, pub) for n in names}
         with ThreadPoolExecutor(max_workers=min(8, len(names)) or 1) as pool:
-            list(pool.map(lambda n: _wait_ssh(n, ports[n].ssh), names))
+            list(pool.map(lambda n: wait_ssh(n, ports[n].ssh), names))
         return Fragment(inventory={"hosts": {n: host_entry(ctx, n, ports[n]) for n in names}})
 
     def down(self, ctx: LabContext) -> None:
@@ -158,32 +156,20 @@ class DebianHosts:
         self, ctx: LabContext, host: str, image: str, network: str, pub: Path
     ) -> HostPorts:
         cname = container_name(ctx, host)
-        state = _inspect(ctx, cname)
+        state = inspect(ctx, cname)
         if state is not None and _stale(state, image, pub):
             # built from an older recipe, or left by a lab of another checkout (its key)
             podman(ctx, "rm", "--force", "--time", "2", cname)
             state = None
         if state is None:
-            podman(
-                ctx,
-                "run", "-d", "--init",
-                "--name", cname,
-                "--hostname", host,
-                "--label", f"{LABEL}={ctx.name}",
-                "--network", network,
-                "--cap-add", "NET_ADMIN",  # the security department's nftables
-                "-p", "127.0.0.1::22",
-                "-p", "127.0.0.1::80",
-                "-v", f"{pub}:{KEY_MOUNT}:ro",
-                image,
-            )  # fmt: skip
+            run_container(ctx, cname, host, image, network, pub)
         elif not state.get("State", {}).get("Running"):
             podman(ctx, "start", cname)
         return read_ports(ctx, cname)
 
     def _health(self, ctx: LabContext, host: str) -> Health:
         cname = container_name(ctx, host)
-        state = _inspect(ctx, cname)
+        state = inspect(ctx, cname)
         target = f"host {host}"
         if state is None:
             return Health(target, False, f"container {cname} does not exist")
@@ -192,6 +178,46 @@ class DebianHosts:
         ports = read_ports(ctx, cname)
         ok, detail = ssh_login(ctx.ssh_key, ports.ssh)
         return Health(target, ok, f"ssh 127.0.0.1:{ports.ssh} " + detail)
+
+
+def run_container(
+    ctx: LabContext,
+    cname: str,
+    hostname: str,
+    image: str,
+    network: str,
+    pub: Path,
+    labels: Mapping[str, str] | None = None,
+) -> None:
+    """Start one lab host container: the instance's network, the lab key mounted read-only,
+    CAP_NET_ADMIN, SSH and HTTP published on ports of 127.0.0.1 that podman chooses."""
+    extra = [a for k, v in (labels or {}).items() for a in ("--label", f"{k}={v}")]
+    podman(
+        ctx,
+        "run", "-d", "--init",
+        "--name", cname,
+        "--hostname", hostname,
+        "--label", f"{LABEL}={ctx.name}",
+        *extra,
+        "--network", network,
+        "--cap-add", "NET_ADMIN",  # the security department's nftables
+        "-p", "127.0.0.1::22",
+        "-p", "127.0.0.1::80",
+        "-v", f"{pub}:{KEY_MOUNT}:ro",
+        image,
+    )  # fmt: skip
+
+
+def ensure_network(ctx: LabContext) -> str:
+    """The instance's podman network, created when missing (by whichever component is first)."""
+    network = network_name(ctx)
+    if not _ok(podman(ctx, "network", "exists", network, check=False)):
+        made = podman(
+            ctx, "network", "create", "--label", f"{LABEL}={ctx.name}", network, check=False
+        )
+        if not _ok(made) and not _ok(podman(ctx, "network", "exists", network, check=False)):
+            raise LabError(f"podman network create {network} failed: {made.stderr.strip()}")
+    return network
 
 
 def _stale(state: dict[str, Any], image: str, pub: Path) -> bool:
@@ -272,7 +298,7 @@ def _ok(proc: subprocess.CompletedProcess[str]) -> bool:
     return proc.returncode == 0
 
 
-def _inspect(ctx: LabContext, cname: str) -> dict[str, Any] | None:
+def inspect(ctx: LabContext, cname: str) -> dict[str, Any] | None:
     proc = podman(ctx, "container", "inspect", cname, check=False)
     if proc.returncode != 0:
         return None
@@ -294,7 +320,7 @@ def _port(ctx: LabContext, cname: str, inner: int) -> int:
 # --- ssh ------------------------------------------------------------------------------------
 
 
-def _wait_ssh(host: str, port: int) -> None:
+def wait_ssh(host: str, port: int) -> None:
     wait_for(lambda: ssh_banner(port), SSH_WAIT, f"sshd of {host} on 127.0.0.1:{port}", 0.2)
 
 

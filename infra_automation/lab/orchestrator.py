@@ -62,11 +62,13 @@ USERS_DIR = "users"
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")  # short: it prefixes netns, veth and containers
 MAX_ROUTERS = 200
 MAX_HOSTS = 50
+MAX_GUESTS = 500
 
 COMPONENTS: dict[str, str] = {
     "vcenter": "infra_automation.lab.vcenter:VCenterSim",
     "routers": "infra_automation.lab.routers:Routers",
     "hosts": "infra_automation.lab.hosts:DebianHosts",
+    "guests": "infra_automation.lab.guests:LabGuests",
 }
 """The registry of lab components (``name -> "module:Class"``); all start and stop in parallel."""
 
@@ -144,6 +146,10 @@ def validate_options(options: LabOptions) -> LabOptions:
         )
     if not 0 <= options.hosts <= MAX_HOSTS:
         raise LabError(f"hosts: {options.hosts} is invalid: 0..{MAX_HOSTS}")
+    if options.max_guests is not None and not 0 <= options.max_guests <= MAX_GUESTS:
+        raise LabError(f"max_guests: {options.max_guests} is invalid: 0..{MAX_GUESTS}")
+    if options.max_guests is not None and not options.guests:
+        raise LabError("max_guests: only with guests (infra lab up --guests --max-guests N)")
     return options
 
 
@@ -155,6 +161,8 @@ def enabled(name: str, options: LabOptions) -> bool:
         return options.routers > 0
     if name == "hosts":
         return options.hosts > 0
+    if name == "guests":
+        return options.guests
     return True
 
 
