@@ -212,6 +212,15 @@ class StepDef(_Model):
         return self
 
 
+class Modifies(_Model):
+    """What an operational change (scale, resize...) changes of a project built by another
+    service: ``params`` of that service take this change's values from then on, and its steps
+    whose ids the build also has record the new state of those steps."""
+
+    service: str = Field(pattern=NAME_RE.pattern)
+    params: list[str] = Field(default_factory=list)
+
+
 class Service(_Model):
     """A catalog service: typed parameters and the steps that deliver it."""
 
@@ -223,6 +232,8 @@ class Service(_Model):
     outputs: dict[str, str] = Field(default_factory=dict)  # Jinja over steps' outputs
     # The service's change policy (type, risk, history): read by infra_automation.changes.
     change: dict[str, Any] | None = None
+    # An operational change of a project another service built (verify and docs read it).
+    modifies: Modifies | None = None
 
     @field_validator("params")
     @classmethod
@@ -241,6 +252,11 @@ class Service(_Model):
             if step.id in seen:
                 raise ValueError(f"step id {step.id!r} is used twice")
             seen.add(step.id)
+        unknown = [
+            p for p in (self.modifies.params if self.modifies else []) if p not in self.params
+        ]
+        if unknown:
+            raise ValueError(f"modifies.params names parameters the service lacks: {unknown}")
         return self
 
     def step(self, step_id: str) -> StepDef:

@@ -56,9 +56,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
 
-from infra_automation.catalog import TargetSelection
+from infra_automation.catalog import Modifies, TargetSelection
 from infra_automation.events import Event, Observer, utcnow
-from infra_automation.exceptions import ConfigurationError, InfraError
+from infra_automation.exceptions import CatalogError, ConfigurationError, InfraError
 from infra_automation.executors.base import RunResources, StepContext
 from infra_automation.executors.registry import REGISTRY, ExecutorRegistry
 from infra_automation.planner import Plan, PlannedStep
@@ -319,13 +319,48 @@ def recorded_state(engine: Engine, project: str) -> RecordedState:
     since = _since_decommission(listed)
     if not since:
         return RecordedState(project, None, (), (listed[0].id,), note="decommissioned")
-    latest = since[0]
-    plan = engine.plan(engine.validate(latest.request, source=f"run {latest.id}"))
+    build, request = built_request(engine, since)
+    plan = engine.plan(engine.validate(request, source=f"run {build.id}"))
     done = _successes(store, since)
     steps = tuple(RecordedStep(s, done[s.id][1], done[s.id][0]) for s in plan.steps if s.id in done)
     based_on = tuple(dict.fromkeys(r.run_id for r in steps))
     missing = tuple(s.id for s in plan.steps if s.id not in done)
     return RecordedState(project, plan, steps, based_on, missing)
+
+
+def built_request(engine: Engine, runs: Sequence[RunRecord]) -> tuple[RunRecord, Mapping[str, Any]]:
+    """The run that built the project (newest first in ``runs``: the newest run of a service
+    that is no operational change) and its request with the params that the successful
+    changes since (a service with ``modifies`` naming it: scale, resize) set since.
+
+    Without such a build among ``runs``, the newest run and its request as they are."""
+    changes: list[tuple[RunRecord, Modifies]] = []
+    for run in runs:
+        modifies = _modifies(engine, run.service)
+        if modifies is None:
+            return run, _with_changes(run, changes)
+        if run.status == "success":
+            changes.append((run, modifies))
+    return runs[0], runs[0].request
+
+
+def _modifies(engine: Engine, service: str) -> Modifies | None:
+    try:
+        return engine.catalog().get(service).modifies
+    except CatalogError:
+        return None  # a service since removed from the catalog counts as a build
+
+
+def _with_changes(
+    build: RunRecord, changes: Sequence[tuple[RunRecord, Modifies]]
+) -> Mapping[str, Any]:
+    params = dict(build.request.get("params") or {})
+    for run, modifies in reversed(changes):  # oldest first: the newest value wins
+        if modifies.service != build.service:
+            continue
+        given = run.request.get("params") or {}
+        params.update({name: given[name] for name in modifies.params if name in given})
+    return {**build.request, "params": params}
 
 
 def has_recorded_state(engine: Engine, project: str) -> bool:

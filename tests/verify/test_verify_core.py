@@ -278,3 +278,81 @@ def test_builtin_verifiers_load_once_under_parallel_lookups(
     with ThreadPoolExecutor(8) as pool:
         found = list(pool.map(lambda _: registry.get("vmware.folder"), range(16)))
     assert all(v is not None for v in found)
+
+
+BUILD = """\
+name: sized
+description: A file whose content is a size
+owner: test-team
+params:
+  size: {type: string, default: small}
+  note: {type: string, default: built}
+steps:
+  - id: box
+    department: os
+    executor: test.file
+    params: {name: box.txt, content: "{{ params.size }}"}
+  - id: label
+    department: web
+    executor: test.file
+    needs: [box]
+    params: {name: label.txt, content: "{{ params.note }} {{ steps.box.outputs.content }}"}
+"""
+RESIZE = """\
+name: sized-resize
+description: Resize the box of a project built by sized
+owner: test-team
+modifies: {service: sized, params: [size]}
+params:
+  size: {type: string}
+  note: {type: string, default: resized}
+steps:
+  - id: box
+    department: os
+    executor: test.file
+    params: {name: box.txt, content: "{{ params.size }}"}
+"""
+
+
+def _run(root: Path, service: str, **params: str) -> str:
+    eng = engine(root)
+    try:
+        request = eng.validate(
+            {"service": service, "project": "shop", "requester": "t", "params": params}
+        )
+        result = eng.apply(request)
+        assert not result.failed
+        return result.run_id
+    finally:
+        eng.close()
+
+
+def test_verify_after_an_operational_change_checks_the_build_as_changed(root: Path) -> None:
+    """A change with ``modifies`` (scale, resize) does not replace the build as the plan:
+    the build's steps are verified with the params the change set and the step state it
+    recorded; only the params it names are taken (its own defaults are not)."""
+    (root / "catalog" / "sized.yml").write_text(BUILD)
+    (root / "catalog" / "sized-resize.yml").write_text(RESIZE)
+    built = _run(root, "sized", note="first")
+    resized = _run(root, "sized-resize", size="large")
+    (root / "live" / "label.txt").write_text("first large\n")  # the label a rebuild would write
+    report = verify(root)
+    states = {c.step_id: c.state for c in report.checks}  # type: ignore[attr-defined]
+    assert states == {"box": SyncState.IN_SYNC, "label": SyncState.IN_SYNC}, report.checks  # type: ignore[attr-defined]
+    assert set(report.based_on) == {built, resized}  # type: ignore[attr-defined]
+    (root / "live" / "box.txt").write_text("small\n")  # back to the build's size by hand
+    box = next(c for c in verify(root).checks if c.step_id == "box")  # type: ignore[attr-defined]
+    assert box.state is SyncState.DRIFTED and box.expected == "large"
+
+
+def test_a_service_naming_params_it_lacks_in_modifies_is_refused(root: Path) -> None:
+    from infra_automation.catalog import load_catalog
+    from infra_automation.exceptions import CatalogError
+
+    (root / "catalog" / "bad.yml").write_text(
+        RESIZE.replace("name: sized-resize", "name: bad").replace(
+            "params: [size]", "params: [colour]"
+        )
+    )
+    with pytest.raises(CatalogError, match="colour"):
+        load_catalog(root / "catalog")
