@@ -47,7 +47,9 @@ from infra_automation.departments.network import (
     DeviceState,
     Plan,
     _validation_message,
+    load_tasks,
     netmiko_platform,
+    run_nornir,
 )
 from infra_automation.exceptions import ConfigurationError
 from infra_automation.executors.base import ExecutorInfo, StepContext
@@ -55,6 +57,7 @@ from infra_automation.inventory import PoolBinder
 from infra_automation.render import render_template
 from infra_automation.results import ErrorKind, StepResult
 from infra_automation.validation import NAME_RE
+from infra_automation.verify import ResourceCheck, VerifyContext, VerifyResult
 
 ACL_TEMPLATE = "gateway_acl.j2"
 FIREWALL_PLAYBOOK = "firewall.yml"
@@ -215,3 +218,39 @@ class FirewallRemoveExecutor:
         executor = PlaybookExecutor()
         inner = replace(ctx, params=playbook)
         return executor.preview(inner) if ctx.check else executor.apply(inner)
+
+
+# --- drift (infra verify) ---------------------------------------------------------------------
+
+
+class GatewayAclVerifier:
+    """``infra verify``: the project's ACL lines are still in each gateway router's running
+    config (the missing ones are the drift). Read-only, the network verifier's reading."""
+
+    def verify(self, ctx: VerifyContext) -> VerifyResult:
+        from infra_automation.verify_network import _device_checks, _read_device
+
+        step = ctx.step
+        plan = make_acl_plan(step)
+        tasks = load_tasks(step.root)
+        handle = run_nornir(step, plan.devices)
+        with handle.lock:
+            handle.nornir.data.reset_failed_hosts()
+            nornir = handle.nornir.filter(filter_func=lambda h: h.name in plan.devices)
+            results = nornir.run(
+                task=_read_device,
+                name="verify",
+                tasks=tasks,
+                intended=plan.intended,
+                learn=set(),
+                prefix=plan.outputs_base["subnet"],
+            )
+        checks: list[ResourceCheck] = []
+        for device in plan.devices:
+            intended = plan.intended[device]
+            checks += _device_checks(device, results[device], intended, "", tasks)
+        return VerifyResult(tuple(checks))
+
+
+def gateway_acl_verifier() -> GatewayAclVerifier:
+    return GatewayAclVerifier()
