@@ -14,7 +14,11 @@ it times a fresh build, a no-op re-apply and a dry run (check mode, on the built
 then decommissions the landscape. Tuned runs first, so stock gets hosts whose packages the
 tuned build already installed: the comparison errs in stock's favour. Prints each phase's
 wall time (first step start to last step end), tuned next to stock, their ratio, and the
-tuned run's ratio to its critical path (the longest chain of step durations). Runs in a
+tuned run's ratio to its critical path (the longest chain of step durations), and the CPU
+seconds the phase cost on the controller (this process and every process it started: the
+engine, ansible-playbook, its workers, mitogen) with the load average when it ended: on a
+machine shared with other work the wall times follow the load, the CPU seconds much less.
+Runs in a
 throwaway project root (the repository's catalog, templates, playbooks linked in); the
 landscape is decommissioned at the end unless ``--keep`` (then only the last mode's stays).
 """
@@ -23,12 +27,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from infra_automation.config import load_settings
@@ -56,6 +61,8 @@ class Timing:
     critical: float  # the longest chain of step durations through the plan's needs
     changed: int  # steps that changed something
     slowest: str
+    cpu: float = 0.0  # CPU seconds of this process and its children during the phase
+    load: float = 0.0  # the 1-minute load average when the phase ended
 
 
 def critical_path(run: RunRecord) -> float:
@@ -100,16 +107,30 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that ended (ansible-playbook and its
+    workers end with their play)."""
+    own, children = (
+        resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run_mode(
     engine: Engine, request: Request, gone: Request, args: argparse.Namespace
 ) -> dict[str, Timing]:
     timings: dict[str, Timing] = {}
     try:
         for phase in PHASES:
+            used = cpu_seconds()
             result = engine.apply(request, parallel=args.parallel, check=phase == "dry run")
-            timings[phase] = timing(engine.store.get_run(result.run_id))
+            measured = timing(engine.store.get_run(result.run_id))
+            t = replace(measured, cpu=cpu_seconds() - used, load=os.getloadavg()[0])
+            timings[phase] = t
             print(
-                f"    {phase:15s} {timings[phase].wall:6.1f} s  {timings[phase].status}", flush=True
+                f"    {phase:15s} {t.wall:6.1f} s  cpu {t.cpu:5.1f} s  load {t.load:4.1f}"
+                f"  {t.status}",
+                flush=True,
             )
     finally:
         if not args.keep:
@@ -121,13 +142,14 @@ def report(results: dict[str, dict[str, Timing]]) -> None:
     tuned, stock = results["tuned"], results["stock"]
     print()
     print(f"{'phase':16s} {'tuned':>8s} {'stock':>8s} {'stock/tuned':>12s} "
-          f"{'tuned/critical':>15s} {'goal':>7s}")  # fmt: skip
+          f"{'tuned/critical':>15s} {'goal':>7s}     "
+          f"{'cpu tuned':>9s} {'cpu stock':>9s}")  # fmt: skip
     for phase in PHASES:
         t, s = tuned[phase], stock[phase]
         ok = "ok" if t.wall <= GOALS[phase] else "MISSED"
         print(
             f"{phase:16s} {t.wall:7.1f}s {s.wall:7.1f}s {s.wall / t.wall:11.2f}x "
-            f"{t.wall / t.critical:15.3f} {GOALS[phase]:5.0f}s {ok}"
+            f"{t.wall / t.critical:15.3f} {GOALS[phase]:5.0f}s {ok:6s} {t.cpu:8.1f}s {s.cpu:8.1f}s"
         )
     for mode, timings in results.items():
         for phase, t in timings.items():

@@ -28,6 +28,7 @@ from infra_automation.secrets import Secrets
 
 pytestmark = pytest.mark.lab
 
+ROOT = Path(__file__).resolve().parents[2]
 HOSTS = ("debian1", "debian2", "debian3")
 PROJECT = "ostest"
 RUN = f"t{uuid.uuid4().hex[:8]}"
@@ -241,6 +242,44 @@ def test_a_host_that_served_another_project_serves_the_new_one_once_nginx_reload
         back = steps.run({"playbook": "web.yml", "vars": WEB_VARS}, targets=("debian1",))
     assert back.status is Status.SUCCESS, back.error  # handed back: the module's project again
     assert f"<h1>{TITLE}</h1>" in fetch(page_url(host))
+
+
+# --- the report role's read-back ----------------------------------------------------------
+
+READ_BACK_PLAY = """\
+- name: Read back
+  hosts: all
+  gather_facts: false
+  roles:
+    - role: report
+      vars:
+        report_packages: [cron, sudo, infra-no-such-package, "bad;name"]
+        report_services: [cron, ssh, infra-no-such-service, "../bad"]
+"""
+
+
+def test_the_read_back_reports_versions_and_stopped_services_and_leaves_out_unknowns(
+    inventory: Inventory, tmp_path: Path
+) -> None:
+    """One process on the host reads what package_facts and service_facts read: installed
+    versions, running and stopped services; unknown and unsafe names are left out."""
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "roles").symlink_to(ROOT / "playbooks" / "roles")
+    (tmp_path / "playbooks" / "read-back.yml").write_text(READ_BACK_PLAY)
+    host = inventory.hosts["debian3"]
+    assert ssh(host, "service cron stop").returncode == 0
+    steps = Steps(inventory, tmp_path)
+    try:
+        result = steps.run({"playbook": "read-back.yml"}, targets=("debian3",))
+    finally:
+        ssh(host, "service cron start")
+        assert steps.resources.close() == []
+    assert result.status is Status.SUCCESS, result.error
+    facts = result.outputs["hosts"]["debian3"]
+    versions = ssh(host, "dpkg-query -W -f '${Version} ' cron sudo").stdout.split()
+    assert facts["packages"] == dict(zip(["cron", "sudo"], versions, strict=True))
+    assert facts["services"] == {"cron": "stopped", "ssh": "running"}
+    assert not result.changed and result.diff == ""
 
 
 # --- failures -----------------------------------------------------------------------------
