@@ -411,6 +411,7 @@ class Engine:
             "resumed_from": resumed,
             "request": plan.request.to_dict(),
             "plan": plan.summary(),
+            "modifies": self._modifies(plan.service),
             "changed": changed,
             "docs": docs,
             "change": change,
@@ -641,12 +642,21 @@ class Engine:
             "resumed_from": resumed,
             "request": plan.request.to_dict(),
             "plan": plan.summary(),
+            "modifies": self._modifies(plan.service),
             "revision": pinning.content_revision(
                 plan, env.root, catalog_file=self._catalog_file(plan.service)
             ),
             "rerun": [{"step": c.step_id, "kind": c.kind, "reason": c.reason} for c in changes],
         }
         return Event(run_id=env.run_id, kind="run.started", data=data)
+
+    def _modifies(self, service: str) -> dict[str, Any] | None:
+        """What the operational change ``service`` modifies (catalog ``modifies``), if any."""
+        try:
+            modifies = self.catalog().get(service).modifies
+        except CatalogError:
+            return None
+        return modifies.model_dump() if modifies is not None else None
 
     def _catalog_file(self, service: str) -> Path | None:
         """The catalog file of ``service``; None for a plan built without the catalog (a

@@ -223,6 +223,13 @@ def _on_run_started(ledger: ProjectLedger, event: Event, data: dict[str, Any]) -
     }
     ledger.runs.sort(key=lambda r: r.started_at or "")
     latest = not run.check and _is_latest_applied(ledger, run)
+    modifies = data.get("modifies") or {}
+    if latest and ledger.service and modifies.get("service") == ledger.service:
+        # an operational change (scale, resize): the project stays the build, with the
+        # values of the params the change sets; its plan stays the build's
+        names = [str(n) for n in modifies.get("params") or []]
+        ledger.params = {**ledger.params, **{n: run.params[n] for n in names if n in run.params}}
+        return
     if (latest and not is_decommission(run.service)) or not ledger.service:
         ledger.service = run.service
         ledger.requester = run.requester

@@ -601,3 +601,21 @@ def test_one_corrupt_ledger_does_not_break_the_index_of_the_others(tmp_path: Pat
     assert f"{broken}: not a readable docs ledger" in done.stderr.replace("\n", "")
     index = (tmp_path / "docs" / "projects" / "index.md").read_text()
     assert "shop" in index
+
+
+def test_an_operational_change_keeps_the_build_as_the_project(tmp_path: Path) -> None:
+    """A run of a service that ``modifies`` the build (scale, resize): in the history, but the
+    project stays the build's service and plan, with the param values the change set."""
+    observer = DocsObserver(tmp_path)
+    feed(observer, Stream("run-1", service="web-landscape").full())
+    change = Stream("run-2", start=5, service="web-scale")
+    started = change.started(plan=[PLAN[0]])
+    started.data["modifies"] = {"service": "web-landscape", "params": ["web_vms"]}
+    started.data["request"]["params"] = {"web_vms": 3, "site_title": "not taken"}
+    feed(observer, [started, change.step(PLAN[0]["id"]), change.finished()])
+    ledger = LedgerStore.for_root(tmp_path).load("shop")
+    assert ledger.service == "web-landscape" and ledger.plan_run_id == "run-1"
+    assert [s.id for s in ledger.plan] == [p["id"] for p in PLAN]
+    assert ledger.params == {**REQUEST_PARAMS, "web_vms": 3}
+    assert [r.run_id for r in ledger.runs] == ["run-1", "run-2"]
+    assert "web-scale" in page(tmp_path, "history.md")

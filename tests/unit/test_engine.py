@@ -170,8 +170,10 @@ def test_events_and_their_payloads(engine: Engine, request_for: Make, collector:
         "plan",
         "revision",
         "rerun",
+        "modifies",
     }
     assert started.data["parallel"] == 3 and started.data["resumed_from"] is None
+    assert started.data["modifies"] is None  # a build, not an operational change
     assert started.data["rerun"] == []
     assert set(started.data["revision"]) == {"catalog", "files", "git"}
     assert started.data["request"]["params"] == {}
