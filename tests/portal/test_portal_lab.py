@@ -282,6 +282,7 @@ def test_a_tam_requests_a_landscape_and_watches_it_build_on_the_lab(
         error = page.locator("#field-ip_pool .field-error")
         assert error.is_visible() and "not allowed" in error.inner_text(), page.inner_text("main")
         assert page.input_value("#in-site_title") == TITLE  # the other values are kept
+        assert "[1…8]" in page.inner_text("#field-web_vms small")  # an integer's range
         shot(page, "lab-form-error")
         fill_landscape_form(page, "default")
         page.wait_for_selector("#dry-run-status")
