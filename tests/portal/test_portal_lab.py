@@ -13,6 +13,10 @@ whose runs go to the lab: FRR routers, vcsim and the podman Debian hosts.
   back, Resume on the run page finishes it without redoing IPAM.
 - The TAM gets 403 on the other project's pages.
 
+Both projects are decommissioned at the end. The colour check and the request guard are
+shown to fail on what they must catch (a picture that never changes colour, a request for
+another host).
+
 Every browser context records each URL it requests and aborts any not for 127.0.0.1
 (:func:`tests.portal.conftest.browser_tab`). Screenshots go to ``$INFRA_TEST_ARTIFACTS``
 (default ``build/test-artifacts``) ``/portal/lab-*.png``; ``docs/images/portal-run.png``
