@@ -36,7 +36,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -49,6 +49,9 @@ from infra_automation.files import write_atomic
 from infra_automation.results import ErrorKind, StepResult
 from infra_automation.secrets import ENV_PREFIX, FileBackend, Secrets, remember
 from infra_automation.validation import Name, SafeText
+
+if TYPE_CHECKING:
+    from infra_automation.verify import ResourceCheck, VerifyContext, VerifyResult
 
 PLAYBOOK = "database.yml"
 PASSWORD_VAR = "database_password"  # noqa: S105 - a variable name, not a value
@@ -158,6 +161,12 @@ class PostgresExecutor:
     def apply(self, ctx: StepContext) -> StepResult:
         return self._run(ctx, check=ctx.check)
 
+    def verify(self, ctx: VerifyContext) -> VerifyResult:
+        """The play in check mode (it reads back, changes nothing), compared with the record."""
+        from infra_automation.verify import VerifyResult
+
+        return VerifyResult(tuple(verify_checks(ctx.recorded, self._run(ctx.step, check=True))))
+
     def _run(self, ctx: StepContext, *, check: bool) -> StepResult:
         params = ctx.typed_params(PostgresParams)
         name = secret_name(params.db)
@@ -245,6 +254,57 @@ def database_outputs(
         hosts=hosts,
     )
     return outputs.model_dump()
+
+
+UNREACHED = (ErrorKind.UNREACHABLE, ErrorKind.AUTH, ErrorKind.TIMEOUT)
+
+
+def verify_checks(recorded: Mapping[str, Any], found: StepResult) -> list[ResourceCheck]:
+    """Resources of the database against what the step recorded: the database and its
+    owner, the listen address, the admitted clients, the row, each client's connection, the
+    refusal from elsewhere, and the configuration files (a dry run that would change them)."""
+    from infra_automation.verify import ResourceCheck
+
+    database = str(recorded.get("database", ""))
+    if found.failed:
+        reason = found.error or "the database play failed"
+        if found.error_kind in UNREACHED:
+            return [
+                ResourceCheck.unverifiable(f"database {database}", reason, kind=found.error_kind)
+            ]
+        return [ResourceCheck.drifted(f"database {database}", expected="as recorded", found=reason)]
+    now = found.outputs
+    checks = [
+        ResourceCheck.compare(f"database {database}", _owned(recorded), _owned(now)),
+        ResourceCheck.compare(
+            "listen address", str(recorded.get("address")), str(now.get("address"))
+        ),
+        ResourceCheck.compare(
+            "clients admitted", _listed(recorded, "clients"), _listed(now, "clients")
+        ),
+        ResourceCheck.compare("landing row", str(recorded.get("message")), str(now.get("message"))),
+        ResourceCheck.compare(
+            "refused from", str(recorded.get("refused_from")), str(now.get("refused_from"))
+        ),
+    ]
+    connected = set(now.get("client_hosts") or [])
+    checks += [
+        ResourceCheck.compare(
+            f"connection from {host}", "connected", "connected" if host in connected else "refused"
+        )
+        for host in recorded.get("client_hosts") or []
+    ]
+    files = "would change" if found.changed else "as applied"
+    checks.append(ResourceCheck.compare("configuration", "as applied", files, reason=found.diff))
+    return checks
+
+
+def _owned(outputs: Mapping[str, Any]) -> str:
+    return f"{outputs.get('database')} owned by {outputs.get('owner')}"
+
+
+def _listed(outputs: Mapping[str, Any], key: str) -> str:
+    return "\n".join(sorted(str(v) for v in outputs.get(key) or []))
 
 
 def _facts(host: Any) -> Mapping[str, Any]:

@@ -22,7 +22,9 @@ from infra_automation.executors.base import StepContext
 from infra_automation.inventory import load_inventory
 from infra_automation.planner import Plan
 from infra_automation.render import render_value
+from infra_automation.results import ErrorKind, StepResult
 from infra_automation.secrets import MASK, Secrets, redact
+from infra_automation.verify import SyncState
 
 ROOT = Path(__file__).resolve().parents[2]
 DB_STEPS = {"db_vm", "db_baseline", "database"}
@@ -270,3 +272,43 @@ def test_outputs_come_from_what_the_play_read_back() -> None:
     assert out["client_hosts"] == ["shop-web-01"] and out["refused_from"] == "10.89.0.2"
     assert out["server"] == "shop-db-01" and out["message"] == "hello"
     assert not any("password" in key for key in out)
+
+
+RECORDED = {
+    "database": "shop",
+    "owner": "shop_owner",
+    "address": "10.89.0.2",
+    "clients": ["10.89.0.3"],
+    "client_hosts": ["shop-web-01"],
+    "refused_from": "10.89.0.2",
+    "message": "hello",
+}
+
+
+def test_verify_compares_what_the_dry_run_read_with_the_record() -> None:
+    same = StepResult.success(outputs=RECORDED)
+    checks = dba.verify_checks(RECORDED, same)
+    assert {c.state for c in checks} == {SyncState.IN_SYNC}
+    assert "connection from shop-web-01" in [c.resource for c in checks]
+    moved = {**RECORDED, "message": "changed", "client_hosts": []}
+    drifted = {
+        c.resource: c.found
+        for c in dba.verify_checks(RECORDED, StepResult.success(outputs=moved, changed=True))
+        if c.state is SyncState.DRIFTED
+    }
+    assert drifted == {
+        "landing row": "changed",
+        "connection from shop-web-01": "refused",
+        "configuration": "would change",
+    }
+
+
+def test_verify_of_an_unreachable_server_is_unverifiable_a_failed_check_drift() -> None:
+    down = StepResult.failure("db: unreachable", kind=ErrorKind.UNREACHABLE)
+    (check,) = dba.verify_checks(RECORDED, down)
+    assert check.state is SyncState.UNVERIFIABLE and check.resource == "database shop"
+    refused = StepResult.failure(
+        "the database does not read back as applied", kind=ErrorKind.INTERNAL
+    )
+    (check,) = dba.verify_checks(RECORDED, refused)
+    assert check.state is SyncState.DRIFTED and "does not read back" in check.found
