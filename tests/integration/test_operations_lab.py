@@ -75,6 +75,16 @@ def infra(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env, check=False)
 
 
+def verify(root: Path) -> list[dict[str, Any]]:
+    """``infra verify`` of the project: the checks that are not in sync (none expected)."""
+    run = infra(root, "verify", "-p", PROJECT, "--output", "json", "--no-docs")
+    assert run.returncode in (0, 1, 3), run.stdout[-3000:] + run.stderr[-3000:]
+    (report,) = json.loads(run.stdout)["projects"]
+    checks = [c for step in report["steps"] for c in step["checks"]]
+    assert checks, report
+    return [c for c in checks if c["state"] != "in-sync"]
+
+
 def apply(root: Path, name: str, body: str, *extra: str) -> dict[str, Any]:
     request = write_request(root, name, body)
     run = infra(root, "apply", str(request), "--output", "json", "--no-docs", *extra)
@@ -247,6 +257,8 @@ def test_scale_up_adds_one_vm_into_every_department(
     target, _ = json.JSONDecoder().raw_decode(text)  # the role ends the file with a literal \n
     assert target[0]["labels"] == {"project": PROJECT, "host": WEB[2]}
     assert all(backup_scheduled(inventory, bindings(lab)[name]) for name in WEB)
+    # verify checks the build as scaled: three VMs, each in every department, all in sync
+    assert verify(root) == []
 
 
 def test_scale_down_dry_run_names_the_vm_and_changes_nothing(
@@ -286,6 +298,7 @@ def test_scale_down_removes_the_highest_vm_everywhere(
     assert WEB[2] not in bindings(lab) and host not in bindings(lab).values()
     _, addresses = ipam_state(root)
     assert WEB[2] not in addresses and address not in addresses.values()
+    assert verify(root) == []  # the removed VM is not expected anywhere
 
 
 def test_resize_reconfigures_cpu_and_memory_in_vcenter(root: Path, inventory: Inventory) -> None:
@@ -299,6 +312,7 @@ def test_resize_reconfigures_cpu_and_memory_in_vcenter(root: Path, inventory: In
         assert after[name]["power"] == "poweredOn" and after[name]["moid"] == before[name]["moid"]
     assert "~ cpu: 1 -> 2" in result["steps"]["resize"]["diff"]
     assert not result["steps"]["vms"]["changed"]  # the build executor reads the new size back
+    assert verify(root) == []  # verified at the new size
 
 
 def test_decommission_leaves_nothing_behind(
