@@ -239,6 +239,12 @@ def run(folder: Path, timeout: float = 900.0) -> Outcome:
     return parse_output(proc.returncode, proc.stdout, proc.stderr)
 
 
+def last_line(message: str) -> str:
+    """A module's message on one line: a traceback's last line (the error) is what says why."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "failed")[:500]
+
+
 def parse_output(rc: int, stdout: str, stderr: str = "") -> Outcome:
     """The ``ansible.posix.json`` callback's output as an :class:`Outcome`."""
     try:
@@ -250,6 +256,6 @@ def parse_output(rc: int, stdout: str, stderr: str = "") -> Outcome:
         for task in play.get("tasks", []):
             for host, result in task.get("hosts", {}).items():
                 if result.get("failed") or result.get("unreachable"):
-                    errors.setdefault(host, str(result.get("msg", "failed"))[:500])
+                    errors.setdefault(host, last_line(str(result.get("msg", "failed"))))
     stats = {h: {k: int(v) for k, v in s.items()} for h, s in data.get("stats", {}).items()}
     return Outcome(rc, stats, errors, stderr[-2000:])

@@ -209,6 +209,7 @@ def test_json_callback_output_gives_changed_and_failed_hosts():
                 "tasks": [
                     {"hosts": {"r003": {"changed": True}, "r004": {"changed": True}}},
                     {"hosts": {"r004": {"failed": True, "msg": "missing after the push: [x]"}}},
+                    {"hosts": {"r005": {"unreachable": True, "msg": "Traceback:\n  x\nTimeout\n"}}},
                 ]
             }
         ],
@@ -221,5 +222,5 @@ def test_json_callback_output_gives_changed_and_failed_hosts():
     outcome = ansible_net.parse_output(2, "[WARNING]: x\n" + json.dumps(out))
     assert outcome.changed() == ["r003", "r004"]
     assert outcome.failed() == ["r004", "r005"]
-    assert outcome.errors == {"r004": "missing after the push: [x]"}
+    assert outcome.errors == {"r004": "missing after the push: [x]", "r005": "Timeout"}
     assert ansible_net.parse_output(1, "ERROR! no play").failed() == ["*"]
