@@ -232,7 +232,12 @@ def test_firewall_is_off_by_default_and_adds_its_steps(tmp_path: Path):
     steps = {s["id"]: s for s in json.loads(on.stdout)["steps"]}
     assert steps["gateway_acl"]["executor"] == "security.gateway_acl"
     assert steps["firewall"]["department"] == "security"
-    assert {"gateway_acl", "firewall"} <= set(steps["docs"]["needs"])
+    assert steps["firewall"]["needs"] == ["os_baseline", "gateway_acl"]
+    assert "firewall" in steps["web"]["needs"]  # the site opens behind its firewall
+    # left out, the steps add no need to any other (the landscape's waves stay as they were)
+    assert set(steps["docs"]["needs"]) == {"web", "backup", "monitoring"}
+    docs_off = next(s for s in json.loads(off.stdout)["steps"] if s["id"] == "docs")
+    assert set(docs_off["needs"]) == {"web", "backup", "monitoring"}
 
 
 @pytest.mark.parametrize(
