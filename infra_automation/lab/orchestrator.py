@@ -595,14 +595,17 @@ class Lab:
             write_atomic(self.inventory_path / HAND_WRITTEN, source.read_text())
 
     def _lab_secrets(self) -> dict[str, str]:
-        """Secrets the lab's services use (the backup repository's password), kept across ups."""
+        """The secrets file as an ``up`` keeps it: every secret kept there before (the lab's
+        services' own, made once, and those departments keep, such as a database owner's
+        password), the components' fresh ones written over them by the caller."""
         path = self.generated_dir / SECRETS_FILE
         old: dict[str, Any] = {}
         if path.is_file():
             old = yamlio.load_mapping(
                 path, literal=True, secret=True, aliases=False, max_bytes=yamlio.SECRETS_MAX_BYTES
             )
-        return {name: str(old.get(name) or token_urlsafe(18)) for name in LAB_SECRETS}
+        kept = {str(name): str(value) for name, value in old.items() if value is not None}
+        return {**kept, **{name: kept.get(name) or token_urlsafe(18) for name in LAB_SECRETS}}
 
     def _write_generated(
         self, ctx: LabContext, inventory: dict[str, Any], secrets: dict[str, str]

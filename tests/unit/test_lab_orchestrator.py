@@ -253,6 +253,10 @@ def test_up_writes_generated_inventory_and_secrets(root: Path) -> None:
     assert len(secrets["backup_password"]) >= 16  # the lab's own secret, made once
     lab.up()  # kept across ups
     assert yaml.safe_load((gen / "secrets.yml").read_text()) == secrets
+    kept = {**secrets, "db_password_shop": "kept-by-the-dba"}  # a department's kept secret
+    (gen / "secrets.yml").write_text(yaml.safe_dump(kept))
+    lab.up()
+    assert yaml.safe_load((gen / "secrets.yml").read_text()) == kept
     assert stat.S_IMODE((gen / "secrets.yml").stat().st_mode) == 0o600
     assert "s3cret-pass" not in (gen / "lab.yml").read_text()
     assert set(report.timings) == {"vcenter", "routers", "hosts"}
