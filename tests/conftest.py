@@ -55,8 +55,9 @@ def lab(pytestconfig: pytest.Config) -> Iterator[Lab]:
     name = os.environ.get("INFRA_LAB_NAME", DEFAULT_NAME)
     try:
         running = Lab(ROOT, name).options  # what the last `up` asked for (defaults if none)
-        # The tests need core+edge, debian1..3 and vCenter at least; a bigger lab stays so.
-        options = LabOptions(routers=max(running.routers, 2), hosts=max(running.hosts, 3))
+        # The tests need core+edge, four pool hosts (a project scaled to three web VMs beside
+        # the pool's spare) and vCenter at least; a bigger lab stays so.
+        options = LabOptions(routers=max(running.routers, 2), hosts=max(running.hosts, 4))
         instance = Lab(ROOT, name, options)
         lease = instance.acquire(cleanup_on_failure=os.environ.get("INFRA_LAB_KEEP") != "1")
     except InfraError as exc:
