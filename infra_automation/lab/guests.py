@@ -39,7 +39,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from infra_automation.exceptions import ConfigurationError, InfraError, TargetRejected
+from infra_automation.exceptions import (
+    ConfigurationError,
+    InfraError,
+    TargetRejected,
+    TargetUnreachable,
+)
 from infra_automation.files import write_atomic
 from infra_automation.inventory import Host, Inventory
 from infra_automation.lab.base import (
@@ -230,7 +235,9 @@ class GuestBinder:
             ports = read_ports(self.ctx, cname)
             wait_ssh(vm, ports.ssh)
         except InfraError as exc:
-            self.release(vm)
+            if "ssh" in record:  # a guest that ran: slow or stopped, never removed for that
+                raise TargetUnreachable(f"lab guest {cname} of VM {vm!r}: {exc}") from exc
+            self.release(vm)  # only the reservation made by this bind, and what it started
             raise TargetRejected(f"lab guest {cname} of VM {vm!r} did not start: {exc}") from exc
         fresh = {"container": cname, "ssh": ports.ssh, "http": ports.http}
         with self.store.transaction(write=True) as table:

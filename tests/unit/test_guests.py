@@ -256,3 +256,64 @@ def test_cli_refuses_bad_max_guests_with_exit_2(
     assert result.exit_code == 2, result.output
     assert message in result.output and "--max-guests" in result.output
     assert not (tmp_path / ".lab").exists()  # refused before anything
+
+
+# --- failures while making or reaching a guest (podman's helpers replaced) ------------------
+
+
+@pytest.fixture
+def fake_podman(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+    """podman's helpers as recorders: a container 'runs' once run_container was called; SSH
+    never answers (wait_ssh times out)."""
+    from infra_automation.exceptions import LabError
+    from infra_automation.lab.hosts import HostPorts
+
+    calls: dict[str, list[Any]] = {"run": [], "removed": []}
+    running: set[str] = set()
+
+    def run_container(ctx: Any, cname: str, *args: Any) -> None:
+        calls["run"].append(cname)
+        running.add(cname)
+
+    def wait_ssh(host: str, port: int) -> None:
+        raise LabError(f"timed out after 30s waiting for sshd of {host} on 127.0.0.1:{port}")
+
+    monkeypatch.setattr(
+        guests, "inspect", lambda ctx, c: {"State": {"Running": True}} if c in running else None
+    )
+    monkeypatch.setattr(guests, "run_container", run_container)
+    monkeypatch.setattr(guests, "read_ports", lambda ctx, c: HostPorts(ssh=1, http=2))
+    monkeypatch.setattr(guests, "wait_ssh", wait_ssh)
+    monkeypatch.setattr(guests, "ensure_network", lambda ctx: "net")
+    monkeypatch.setattr(guests, "ensure_ssh_key", lambda key: key)
+    monkeypatch.setattr(guests, "ssh_banner", lambda port: False)
+    monkeypatch.setattr(
+        guests, "remove_containers", lambda ctx, names: calls["removed"].append(names)
+    )
+    return calls
+
+
+def test_a_new_guest_that_does_not_start_is_removed_with_its_reservation(
+    tmp_path: Path, fake_podman: dict[str, list[Any]]
+) -> None:
+    binder = binder_of(load_inventory(make_inventory(tmp_path)))
+    with pytest.raises(
+        TargetRejected, match="ut-guest-new-web-01 of VM 'new-web-01' did not start"
+    ):
+        binder.bind("new-web-01", None)
+    assert fake_podman["run"] == ["ut-guest-new-web-01"]
+    assert fake_podman["removed"] == [["ut-guest-new-web-01"]] and stored(tmp_path) == {}
+
+
+def test_a_guest_that_ran_is_never_removed_for_being_slow(
+    tmp_path: Path, fake_podman: dict[str, list[Any]]
+) -> None:
+    from infra_automation.exceptions import TargetUnreachable
+
+    record = {"container": "ut-guest-old-web-01", "ssh": 4022, "http": 4080}
+    store(tmp_path, {"old-web-01": record})
+    binder = binder_of(load_inventory(make_inventory(tmp_path)))
+    with pytest.raises(TargetUnreachable, match="ut-guest-old-web-01 of VM 'old-web-01'"):
+        binder.bind("old-web-01", None)
+    assert fake_podman["removed"] == [] and stored(tmp_path) == {"old-web-01": record}
+    assert fake_podman["run"] == ["ut-guest-old-web-01"]  # gone from podman: made again
