@@ -61,7 +61,7 @@ from infra_automation.exceptions import (
 )
 from infra_automation.executors.base import RunResources
 from infra_automation.executors.registry import REGISTRY, ExecutorRegistry
-from infra_automation.inventory import Inventory, load_inventory
+from infra_automation.inventory import GENERATED_DIR, HAND_WRITTEN, Inventory, load_inventory
 from infra_automation.leases import holder_of
 from infra_automation.metrics.capacity import check_capacity
 from infra_automation.planner import Plan, build_plan
@@ -255,6 +255,7 @@ class Engine:
         self._plans: dict[str, tuple[Plan, bool]] = {}  # run id -> plan, check (workers)
         self._plans_lock = threading.Lock()
         self._queuer: RunRecorder | None = None  # writes run.queued: one commit for many
+        self._inventories: dict[Path, tuple[tuple[object, ...], Inventory]] = {}
         self._queuer_lock = threading.Lock()
 
     # --- reading --------------------------------------------------------------------------
@@ -291,6 +292,11 @@ class Engine:
         return build_plan(service, request, self.registry, root=self.settings.root)
 
     def inventory(self, request: Request) -> Inventory:
+        inventory = load_inventory(self._inventory_folder(request))
+        inventory.db = self.db  # host bindings kept in the database (host_binding.store)
+        return inventory
+
+    def _inventory_folder(self, request: Request) -> Path:
         folder = self.settings.inventory
         if request.inventory:
             folder = (self.settings.root / request.inventory).resolve()
@@ -298,8 +304,20 @@ class Engine:
                 raise ConfigurationError(
                     f"inventory: {request.inventory!r} is outside the project root"
                 )
-        inventory = load_inventory(folder)
-        inventory.db = self.db  # host bindings kept in the database (host_binding.store)
+        return folder
+
+    def _checked_inventory(self, request: Request) -> Inventory:
+        """The inventory a submission is checked against (read-only): read again only when
+        one of its files changed (a burst of submissions parses it once)."""
+        folder = self._inventory_folder(request)
+        signature = _files_signature(folder)
+        with self._plans_lock:
+            known = self._inventories.get(folder)
+        if known is not None and known[0] == signature:
+            return known[1]
+        inventory = self.inventory(request)
+        with self._plans_lock:
+            self._inventories[folder] = (signature, inventory)
         return inventory
 
     # --- running --------------------------------------------------------------------------
@@ -393,7 +411,7 @@ class Engine:
         changed: str = "rerun",
         change: str | None = None,
     ) -> str:
-        inventory = self.inventory(plan.request)  # a bad inventory is refused now, not on a worker
+        inventory = self._checked_inventory(plan.request)  # a bad one is refused now
         check_capacity(plan, inventory, self.db, self.settings.root)  # CapacityExceeded
         holder = holder_of(self.db, f"project:{plan.project}")
         if holder is not None:
@@ -748,6 +766,16 @@ class Engine:
             else:
                 bus.observers.append(_NamedObserver(name, observer))
         return errors
+
+
+def _files_signature(folder: Path) -> tuple[object, ...]:
+    """What changes when an inventory folder's YAML files do (names, sizes, mtimes)."""
+    found: list[object] = []
+    for path in sorted([folder / HAND_WRITTEN, *(folder / GENERATED_DIR).glob("*.yml")]):
+        with suppress(OSError):
+            info = path.stat()
+            found.append((path.name, info.st_size, info.st_mtime_ns))
+    return tuple(found)
 
 
 def _emit_quietly(bus: EventBus, event: Event) -> None:

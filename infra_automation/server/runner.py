@@ -16,9 +16,9 @@ whatever the number of servers (or schedulers) on the database. A run whose proj
 stays queued and is tried again after the next sweep. Intake comes first: while runs are
 being submitted (one within :data:`INTAKE_QUIET` seconds), at most a quarter of the workers
 (at least one) start runs, so that answering stays fast under a burst; the queue is run down
-at full width once it is quiet. The sweep, every ``sweep`` seconds,
-adds the record's queued runs this server does not hold yet: those of before a restart, of a
-server that stopped, those that waited for their project. A run submitted with the approved
+at full width once it is quiet. The sweep, every ``sweep`` seconds, adds the record's queued
+runs this server does not hold yet: those of before a restart, of a server that stopped,
+those that waited for their project. A run submitted with the approved
 change it implements claims the change when it starts (see :class:`~infra_automation.engine.
 Engine`): one rejected or voided meanwhile never runs, its run is recorded failed.
 

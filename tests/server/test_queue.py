@@ -24,8 +24,10 @@ import sqlalchemy as sa
 
 from infra_automation.config import load_settings
 from infra_automation.engine import Engine
+from infra_automation.exceptions import InfraError
 from infra_automation.identity import IdentityStore, Role, create_identity_tables
 from infra_automation.record import events, runs
+from infra_automation.server.runner import INTAKE_QUIET, RunQueue
 from tests.server.conftest import LiveServer, live_server, make_root
 from tests.unit.db_backends import BACKENDS, database
 
@@ -125,6 +127,36 @@ def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
         with live.client(Role.ENGINEER) as http:
             listed = http.get(f"{API}/runs", params={"project": "full-c"}).json()["runs"]
     assert listed == []  # refused: nothing recorded
+
+
+def test_while_runs_are_submitted_a_quarter_of_the_workers_start_runs(tmp_path: Path) -> None:
+    engine = Engine(load_settings(make_root(tmp_path / "project"), env={}), load_observers=False)
+    try:
+        pool = RunQueue(engine, workers=8)
+        pool._intake()  # a submission just now
+        assert [pool._reserve() for _ in range(3)] == [True, True, False]
+        pool._release(None)
+        assert pool._reserve() and not pool._reserve()
+        time.sleep(INTAKE_QUIET + 0.05)  # quiet: every worker takes runs
+        assert all(pool._reserve() for _ in range(6))
+    finally:
+        engine.close()
+
+
+def test_a_submission_reads_the_inventory_again_once_it_changed(tmp_path: Path) -> None:
+    root = make_root(tmp_path / "project")
+    engine = Engine(load_settings(root, env={}), load_observers=False)
+    try:
+        data = {"service": "quick", "project": "inv-cache", "requester": "tests"}
+        plan = engine.plan(engine.validate(data))
+        first = engine._checked_inventory(plan.request)
+        assert engine._checked_inventory(plan.request) is first  # parsed once
+        inventory = root / "inventories" / "lab" / "inventory.yml"
+        inventory.write_text(inventory.read_text() + "bogus: [\n")
+        with pytest.raises(InfraError, match=r"inventory\.yml"):
+            engine.submit(plan)  # a broken inventory is refused at once
+    finally:
+        engine.close()
 
 
 def test_with_a_broker_the_run_goes_to_the_workers(tmp_path: Path) -> None:
