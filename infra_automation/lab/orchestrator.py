@@ -30,7 +30,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from secrets import token_urlsafe
 from typing import Any, Protocol, TypeVar, cast
@@ -497,6 +497,7 @@ class Lab:
             if before.healthy:
                 return Lease(self.name, started=False)
             started = not any(t.healthy for t in before.targets)
+            self._keep_guests()
             try:
                 self._up(None, pin=False)
             except BaseException:
@@ -506,6 +507,19 @@ class Lab:
                         self._down()
                 raise
             return Lease(self.name, started=started)
+
+    def _keep_guests(self) -> None:
+        """A repair by :meth:`acquire` keeps the guests binding the last ``up`` asked for: the
+        VMs of running projects have guests, and a binding switched back to the pool would
+        strand them (``infra lab up`` without ``--guests`` switches it off on purpose)."""
+        recorded = self._read_state().get("options")
+        if self._options is None or self._options.guests or not isinstance(recorded, dict):
+            return
+        if recorded.get("guests") is True:
+            limit = recorded.get("max_guests")
+            self._options = validate_options(
+                replace(self._options, guests=True, max_guests=limit if limit else None)
+            )
 
     def release(self, lease: Lease, *, keep: bool = False) -> str:
         """Unregister this process; tear down only what it started and nobody else uses."""
