@@ -8,7 +8,8 @@ the guests. A dry run that needs more guests than ``lab_guests.max_guests`` allo
 naming the limit, and nothing changes (no container, no stored guest). Decommissioning one
 project removes its guests' containers and leaves the others serving.
 
-Needs a lab with guests: ``infra lab up --name pg --guests`` and INFRA_LAB_NAME=pg.
+Runs on a lab instance of its own with guests (``INFRA_GUESTS_LAB_NAME``, default ``guests``;
+``infra lab up --name guests --guests`` beforehand to keep it between runs), beside the session's.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ import pytest
 from landscape_root import make_root, write_request
 
 from infra_automation.ansible_plugins.inventory.infra_inventory import _view
+from infra_automation.exceptions import InfraError
 from infra_automation.inventory import Inventory, load_inventory
 from infra_automation.lab import Lab
-from infra_automation.lab.base import LabContext
+from infra_automation.lab.base import LabContext, LabOptions
 from infra_automation.lab.guests import (
     GUEST_LABEL,
     VM_LABEL,
@@ -106,6 +108,22 @@ def page(url: str) -> str:
     assert url.startswith("http://127.0.0.1:"), url  # lab targets only
     with urllib.request.urlopen(url, timeout=15) as response:  # noqa: S310 - loopback lab URL
         return str(response.read().decode())
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    """This module's own instance with guests (the session's lab binds VMs to its pool)."""
+    name = os.environ.get("INFRA_GUESTS_LAB_NAME", "guests")
+    instance = Lab(ROOT, name, LabOptions(routers=2, hosts=1, guests=True))
+    try:
+        lease = instance.acquire(cleanup_on_failure=os.environ.get("INFRA_LAB_KEEP") != "1")
+    except InfraError as exc:
+        pytest.fail(f"the lab {name!r} could not start: {exc}", pytrace=False)
+    yield instance
+    instance.release(lease, keep=os.environ.get("INFRA_LAB_KEEP") == "1")
 
 
 @pytest.fixture(scope="module")
