@@ -176,6 +176,12 @@ def backup_scheduled(inventory: Inventory, host: str) -> bool:
     return done.returncode == 0
 
 
+def exporter_running(inventory: Inventory, host: str) -> bool:
+    done = on_host(inventory, host, "pgrep -f '/usr/bin/[p]rometheus-node-exporter'")
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode == 0
+
+
 def bindings(lab: Lab) -> dict[str, str]:
     path = lab.inventory_path / "generated" / "bindings.json"
     return dict(json.loads(path.read_text())) if path.exists() else {}
@@ -293,6 +299,7 @@ def test_scale_down_removes_the_highest_vm_everywhere(
     # monitoring: unregistered; backup: the schedule is gone from the host it was on
     assert registrations(root) == set(WEB[:2])
     assert not backup_scheduled(inventory, host)
+    assert not exporter_running(inventory, host)  # stopped, not only its pid file removed
     assert all(backup_scheduled(inventory, bindings(lab)[name]) for name in WEB[:2])
     # the pool host and the address are free
     assert WEB[2] not in bindings(lab) and host not in bindings(lab).values()
