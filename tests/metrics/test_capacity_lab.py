@@ -78,7 +78,7 @@ def test_a_landscape_over_the_cluster_memory_is_refused_by_its_dry_run(
     assert read_vcenter_names(lab).isdisjoint({f"{PROJECT}-web-{i:02d}" for i in range(1, 9)})
 
 
-def test_a_landscape_that_fits_passes_the_pre_flight(root: Path) -> None:
+def test_a_landscape_that_fits_passes_the_pre_flight(root: Path, lab: Lab) -> None:
     params = {"web_vms": 1, "vm_size": "small", "backup": False, "monitoring": False}
     body = {
         "service": "project-landscape",
@@ -97,7 +97,8 @@ def test_a_landscape_that_fits_passes_the_pre_flight(root: Path) -> None:
     expected = {"ipam:default:vlans", "ipam:default:subnets", "vcenter:DC0_C0:cpu"}
     expected |= {"vcenter:DC0_C0:memory", "vcenter:LocalDS_0:space", "hosts:vm-pool"}
     assert expected <= set(pools)
-    assert pools["hosts:vm-pool"]["capacity"] == 3 and not pools["hosts:vm-pool"]["enforced"]
+    hosts = len(load_inventory(lab.inventory_path).select(group="vm-pool"))  # the lab's pool
+    assert pools["hosts:vm-pool"]["capacity"] == hosts and not pools["hosts:vm-pool"]["enforced"]
     text = infra(root, "stats", "capacity")
     assert text.returncode == 0 and "vcenter:DC0_C0:memory" in text.stdout, text.stderr
 

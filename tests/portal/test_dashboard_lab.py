@@ -67,7 +67,8 @@ def landscape(live: LiveServer) -> dict[str, Any]:
     with live.client(Role.VIEWER) as viewer, live.client(Role.ENGINEER) as http:
         run_id = submit(live, http, "project-landscape", params)
         deadline = time.monotonic() + 600
-        while http.get(f"/api/v1/runs/{run_id}").json()["status"] == "running":
+        # accepted `queued`, then `running` once a server thread takes it
+        while http.get(f"/api/v1/runs/{run_id}").json()["status"] in ("queued", "running"):
             assert time.monotonic() < deadline, f"run {run_id} still running"
             scrapes.append(scrape(viewer))  # a Prometheus token is a viewer's
             time.sleep(0.5)
