@@ -47,6 +47,8 @@ QUEUE_OF = {
     "web": "hosts",
     "backup": "hosts",
     "monitoring": "hosts",
+    "security": "infra",  # the decommission's firewall and ACL removal
+    "dba": "hosts",
 }
 
 
