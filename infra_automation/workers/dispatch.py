@@ -101,6 +101,12 @@ class StepWatcher:
         running = [w for w in waits if states.get((w.run_id, w.step_id)) == "running"]
         stale = [w for w in waits if states.get((w.run_id, w.step_id)) in WAITING]
         live = self._live_leases([*running, *stale])
+        unleased = [w for w in running if step_key(w.run_id, w.step_id) not in live]
+        if unleased:  # read again: a step that finished between the two reads is no orphan
+            again = self._states({w.run_id for w in unleased})
+            for w in unleased:
+                key = (w.run_id, w.step_id)
+                states[key] = again.get(key, states[key])
         now = time.monotonic()
         for w in waits:
             state = states.get((w.run_id, w.step_id), "pending")
