@@ -214,7 +214,7 @@ def test_the_owner_connects_from_the_web_vm_and_is_refused_from_elsewhere(
         assert refused.returncode != 0, f"{host.name} connected"
         assert "no pg_hba.conf entry for host" in refused.stderr, refused.stderr
     # the wrong password from the web VM: refused as well
-    wrong = as_owner(web, address, "not-the-password", "SELECT 1")
+    wrong = as_owner(web, address, "a-wrong-owner-password", "SELECT 1")
     assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr
 
 
