@@ -15,6 +15,7 @@ resources), logged out when the run ends. The password is the inventory secret n
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -234,21 +235,22 @@ def _info(key: str, description: str, params: type[BaseModel], outputs: type[Bas
 
 
 class _VCenterExecutor:
-    """Preview and apply through :mod:`._vmware_ops`, imported only when a step runs."""
+    """Preview and apply through the module ``ops`` names (its ``run(key, ctx, check=)``),
+    imported only when a step runs: pyVmomi only to talk to vCenter."""
 
     info: ExecutorInfo
+    ops = "infra_automation.departments._vmware_ops"
 
     def preview(self, ctx: StepContext) -> StepResult:
-        return _run(self.info.key, ctx, check=True)
+        return self._run(ctx, check=True)
 
     def apply(self, ctx: StepContext) -> StepResult:
-        return _run(self.info.key, ctx, check=False)
+        return self._run(ctx, check=False)
 
-
-def _run(key: str, ctx: StepContext, *, check: bool) -> StepResult:
-    from infra_automation.departments import _vmware_ops  # pyVmomi: only to talk to vCenter
-
-    return _vmware_ops.run(key, ctx, check=check)
+    def _run(self, ctx: StepContext, *, check: bool) -> StepResult:
+        run: Any = importlib.import_module(self.ops).run
+        result: StepResult = run(self.info.key, ctx, check=check)
+        return result
 
 
 class FolderExecutor(_VCenterExecutor):

@@ -20,13 +20,11 @@ vCenter is in :mod:`infra_automation.departments._vmware_changes`.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from infra_automation.departments.vmware import Size, VmInfo
-from infra_automation.executors.base import ExecutorInfo, StepContext
-from infra_automation.results import StepResult
+from infra_automation.departments.vmware import Size, VmInfo, _info, _VCenterExecutor
+from infra_automation.executors.base import ExecutorInfo
 from infra_automation.validation import HostLabel, Name, Role
 
 
@@ -153,32 +151,8 @@ def tier_diff(added: list[str], remove: list[VmInfo]) -> str:
 # --- executors ------------------------------------------------------------------------------
 
 
-def _info(key: str, description: str, params: type[BaseModel], outputs: type[BaseModel]) -> Any:
-    return ExecutorInfo(
-        key=key,
-        department="vmware",
-        description=description,
-        params=params,
-        outputs=outputs,
-        requires=("pyVmomi",),
-        extra="vmware",
-    )
-
-
-class _Changes:
-    info: ExecutorInfo
-
-    def preview(self, ctx: StepContext) -> StepResult:
-        return _run(self.info.key, ctx, check=True)
-
-    def apply(self, ctx: StepContext) -> StepResult:
-        return _run(self.info.key, ctx, check=False)
-
-
-def _run(key: str, ctx: StepContext, *, check: bool) -> StepResult:
-    from infra_automation.departments import _vmware_changes  # pyVmomi: only to talk to vCenter
-
-    return _vmware_changes.run(key, ctx, check=check)
+class _Changes(_VCenterExecutor):
+    ops = "infra_automation.departments._vmware_changes"
 
 
 class TierExecutor(_Changes):
