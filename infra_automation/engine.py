@@ -49,7 +49,7 @@ from typing import Any, Literal, Protocol
 from sqlalchemy import Engine as SqlEngine
 
 from infra_automation import pinning
-from infra_automation.catalog import Catalog, load_catalog
+from infra_automation.catalog import Catalog, Modifies, load_catalog
 from infra_automation.config import Settings
 from infra_automation.events import Event, Observer, utcnow
 from infra_automation.exceptions import (
@@ -429,7 +429,7 @@ class Engine:
             "resumed_from": resumed,
             "request": plan.request.to_dict(),
             "plan": plan.summary(),
-            "modifies": self._modifies(plan.service),
+            "modifies": (m := self.modifies(plan.service)) and m.model_dump(),
             "changed": changed,
             "docs": docs,
             "change": change,
@@ -660,7 +660,7 @@ class Engine:
             "resumed_from": resumed,
             "request": plan.request.to_dict(),
             "plan": plan.summary(),
-            "modifies": self._modifies(plan.service),
+            "modifies": (m := self.modifies(plan.service)) and m.model_dump(),
             "revision": pinning.content_revision(
                 plan, env.root, catalog_file=self._catalog_file(plan.service)
             ),
@@ -668,13 +668,13 @@ class Engine:
         }
         return Event(run_id=env.run_id, kind="run.started", data=data)
 
-    def _modifies(self, service: str) -> dict[str, Any] | None:
-        """What the operational change ``service`` modifies (catalog ``modifies``), if any."""
+    def modifies(self, service: str) -> Modifies | None:
+        """What the operational change ``service`` modifies (catalog ``modifies``); None for
+        a build, or a service no longer in the catalog."""
         try:
-            modifies = self.catalog().get(service).modifies
+            return self.catalog().get(service).modifies
         except CatalogError:
             return None
-        return modifies.model_dump() if modifies is not None else None
 
     def _catalog_file(self, service: str) -> Path | None:
         """The catalog file of ``service``; None for a plan built without the catalog (a

@@ -58,7 +58,7 @@ from pydantic import BaseModel, ValidationError
 
 from infra_automation.catalog import Modifies, TargetSelection
 from infra_automation.events import Event, Observer, utcnow
-from infra_automation.exceptions import CatalogError, ConfigurationError, InfraError
+from infra_automation.exceptions import ConfigurationError, InfraError
 from infra_automation.executors.base import RunResources, StepContext
 from infra_automation.executors.registry import REGISTRY, ExecutorRegistry
 from infra_automation.planner import Plan, PlannedStep
@@ -336,19 +336,12 @@ def built_request(engine: Engine, runs: Sequence[RunRecord]) -> tuple[RunRecord,
     Without such a build among ``runs``, the newest run and its request as they are."""
     changes: list[tuple[RunRecord, Modifies]] = []
     for run in runs:
-        modifies = _modifies(engine, run.service)
+        modifies = engine.modifies(run.service)  # None: a build
         if modifies is None:
             return run, _with_changes(run, changes)
         if run.status == "success":
             changes.append((run, modifies))
     return runs[0], runs[0].request
-
-
-def _modifies(engine: Engine, service: str) -> Modifies | None:
-    try:
-        return engine.catalog().get(service).modifies
-    except CatalogError:
-        return None  # a service since removed from the catalog counts as a build
 
 
 def _with_changes(
