@@ -105,7 +105,7 @@ def check(body: CheckIn, caller: Caller, state: StateDep) -> RunAccepted:
 def submit(body: SubmitIn, caller: Caller, state: StateDep) -> SubmitAccepted:
     """Queue the run and return its id at once (``check``: a dry run, as ``/requests/check``;
     ``parallel``: steps at once). Where a change policy governs the service the request is
-    a change: ``running`` (standard, emergency, or an approved normal change: its run is
+    a change: ``queued`` (standard, emergency, or an approved normal change: its run is
     queued, and claims the change when it starts), ``awaiting approval`` (a normal change:
     its id), or 409."""
     request = validated(body, caller, state)

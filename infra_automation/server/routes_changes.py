@@ -45,6 +45,7 @@ from infra_automation.changes import (
 from infra_automation.changes.store import Approval
 from infra_automation.events import utcnow
 from infra_automation.identity import Role
+from infra_automation.record import QUEUED
 from infra_automation.request import Request
 from infra_automation.secrets import redact
 from infra_automation.server import flow, queries
@@ -177,10 +178,10 @@ class GateOut(BaseModel):
 
 
 class SubmitAccepted(BaseModel):
-    """``running``: the run is accepted (``run_id``; queued until a worker takes it: its
-    status says which); ``awaiting approval``: the change waits."""
+    """``queued``: the run is accepted and recorded ``queued`` (``run_id``) until a worker
+    takes it (``GET run_url`` follows it); ``awaiting approval``: the change waits."""
 
-    status: Literal["running", "awaiting approval"]
+    status: Literal["queued", "awaiting approval"]
     run_id: str | None
     check: bool = False
     run_url: str | None
@@ -431,7 +432,7 @@ def submit_answer(submitted: flow.Submitted, check: bool = False) -> SubmitAccep
         )
     run_id = submitted.run_id
     return SubmitAccepted(
-        status="running",
+        status=QUEUED,  # what the submission recorded (a worker may take it at any moment)
         run_id=run_id,
         check=check,
         run_url=f"{API}/runs/{run_id}",

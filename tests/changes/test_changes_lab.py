@@ -357,7 +357,7 @@ def test_an_emergency_change_runs_and_stays_flagged_until_approved(server: LiveS
     answer = submit(server, body)
     assert answer.status_code == 202, answer.text
     started = answer.json()
-    assert started["status"] == "running" and started["change"]["change"]["flagged"]
+    assert started["status"] == "queued" and started["change"]["change"]["flagged"]
     assert server.wait_idle(started["run_id"], timeout=SLOW)["status"] == "success"
     hotfix = started["change"]["change"]["id"]
     shown = settled(server, hotfix)
@@ -390,7 +390,7 @@ def test_a_standard_change_below_its_success_threshold_is_treated_as_normal(
         answer = submit(
             server, {"service": "chg-std", "project": "chg-std", "params": {"fail": fail}}
         )
-        assert answer.status_code == 202 and answer.json()["status"] == "running", answer.text
+        assert answer.status_code == 202 and answer.json()["status"] == "queued", answer.text
         assert answer.json()["change"]["change"]["type"] == "standard"
         assert server.wait_idle(answer.json()["run_id"], timeout=SLOW)["status"] == status
     answer = submit(server, {"service": "chg-std", "project": "chg-std2"})

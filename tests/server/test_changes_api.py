@@ -276,7 +276,7 @@ def test_a_change_rejected_while_its_run_is_queued_never_runs(tmp_path: Path) ->
         slow = engine.plan(engine.validate({**data, "params": {"pause": 1.0}}))
         busy = one.state.runs.submit(slow)  # holds the only worker for five seconds
         answer = submit(one, "claim-queued", service="standard", params={"vm": "queued-vm"})
-        assert answer.status_code == 202 and answer.json()["status"] == "running", answer.text
+        assert answer.status_code == 202 and answer.json()["status"] == "queued", answer.text
         run_id, change = answer.json()["run_id"], answer.json()["change"]["change"]["id"]
         with client(one, Role.APPROVER) as http:
             assert http.get(f"{API}/runs/{run_id}").json()["status"] == "queued"
@@ -295,10 +295,10 @@ def test_a_change_rejected_while_its_run_is_queued_never_runs(tmp_path: Path) ->
 
 def test_standard_and_emergency_changes_run_at_once(live: LiveServer) -> None:
     standard = submit(live, "std", service="standard", params={"vm": "std-vm"})
-    assert standard.status_code == 202 and standard.json()["status"] == "running"
+    assert standard.status_code == 202 and standard.json()["status"] == "queued"
     assert live.wait_idle(standard.json()["run_id"])["status"] == "success"
     emergency = submit(live, "hotfix", service="hotfix").json()
-    assert emergency["status"] == "running" and emergency["change"]["change"]["flagged"]
+    assert emergency["status"] == "queued" and emergency["change"]["change"]["flagged"]
     live.wait_idle(emergency["run_id"])
     hotfix = emergency["change"]["change"]["id"]
     with client(live, Role.VIEWER) as http:
@@ -330,7 +330,7 @@ def test_only_engineers_override_the_change_type(live: LiveServer) -> None:
     assert refused.status_code == 403
     assert refused.json()["fields"][0]["field"] == "change_type"
     allowed = submit(live, "override", Role.ENGINEER, change_type="emergency")
-    assert allowed.status_code == 202 and allowed.json()["status"] == "running"
+    assert allowed.status_code == 202 and allowed.json()["status"] == "queued"
     assert allowed.json()["change"]["change"]["type"] == "emergency"
     live.wait_idle(allowed.json()["run_id"])
 
@@ -425,7 +425,7 @@ def test_a_service_no_policy_governs_runs_as_before(tmp_path: Path) -> None:
         with plain.client(Role.ENGINEER) as http:
             request = {"service": "quick", "project": "alpha"}
             body = http.post(f"{API}/requests/submit", json=request)
-        assert body.status_code == 202 and body.json()["status"] == "running"
+        assert body.status_code == 202 and body.json()["status"] == "queued"
         assert body.json()["change"] is None
         plain.wait_idle(body.json()["run_id"])
         assert ChangeService(plain.state.engine).store.changes() == []

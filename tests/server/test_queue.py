@@ -172,6 +172,7 @@ def test_with_a_broker_the_run_goes_to_the_workers(tmp_path: Path) -> None:
             answer = post(live, {"service": "quick", "project": "brokered"})[0]
             assert answer.status_code == 202, answer.text
             run_id = answer.json()["run_id"]
+            assert answer.json()["status"] == "queued"  # what the record says, not "running"
             time.sleep(1.5)  # longer than a sweep: the server's own threads never take it
             assert statuses(live, [run_id]) == ["queued"]
             assert not live.state.runs._threads
