@@ -4,11 +4,12 @@ Exit codes: 0 success, 1 a step failed, 2 invalid input or refused (validation, 
 configuration, unknown run, project locked by another run; with ``--server`` also a server
 that cannot be reached or refuses the token), 3 / 4 a change waits for approval / is refused.
 
-``infra --server URL`` (or ``INFRA_SERVER``) makes ``plan``, ``apply [--check]``, ``resume``
-and ``runs list|show`` calls to that ``infra server``, with the same output, progress view
-(fed by the run's event stream) and exit codes; the token comes from ``INFRA_TOKEN`` or the
-file of ``--token-file``, never from the command line. Nothing is read or written locally but
-the request file (and the ``--junit`` report). Without a server every command runs locally.
+``infra --server URL`` (or ``INFRA_SERVER``) makes ``plan``, ``apply [--check]
+[--parallel]``, ``resume`` and ``runs list|show`` calls to that ``infra server``, with the
+same output, progress view (fed by the run's event stream) and exit codes; the token comes
+from ``INFRA_TOKEN`` or the file of ``--token-file``, never from the command line. Nothing is
+read or written locally but the request file (and the ``--junit`` report). Without a server
+every command runs locally.
 
 Plugins: modules named in ``INFRA_PLUGINS`` (comma-separated) or ``plugins`` of
 ``infra.toml`` are imported at start; they register executors with
@@ -476,7 +477,6 @@ def apply_cmd(
     approval, 4 if refused (infra changes)."""
     if STATE.server:
         _unsupported(
-            parallel=parallel,
             no_docs=no_docs,
             change_type=change_type,
             allow_type_override=allow_override,
@@ -484,7 +484,11 @@ def apply_cmd(
             detach=detach,
         )
         data = _request_data(request)
-        start = (lambda c: c.check(data)) if check else (lambda c: c.submit(data))
+        start: Callable[[InfraClient], Mapping[str, Any]] = (
+            (lambda c: c.check(data, parallel=parallel))
+            if check
+            else (lambda c: c.submit(data, parallel=parallel))
+        )
         _remote_execute(start, output, junit)
     gated: dict[str, str] = {}
 

@@ -147,6 +147,16 @@ def test_apply_gives_the_same_json_and_exit_code(
     assert there.stderr.splitlines()[-1].endswith("success" if code == 0 else "failed")
 
 
+@pytest.mark.parametrize("check", [False, True])
+def test_parallel_goes_to_the_server(cli: CliRunner, server: LiveServer, check: bool) -> None:
+    """``--parallel`` with ``--server``: the server runs the run with it (it was refused)."""
+    args = ["apply", request(server, "chain-shop"), "-o", "json", "--parallel", "3"]
+    there = remote(cli, server, *args, *(["--check"] if check else []))
+    assert there.exit_code == 0, there.output
+    run = server.state.engine.store.get_run(json.loads(there.stdout)["run_id"])
+    assert (run.parallel, run.check) == (3, check)
+
+
 def test_text_output_and_progress_lines_are_the_same(cli: CliRunner, server: LiveServer) -> None:
     for name in ("chain-other", "broken-other"):
         here = local(cli, server, "apply", request(server, name), "--no-docs")
@@ -304,7 +314,6 @@ def test_bad_server_urls_are_refused(cli: CliRunner, url: str) -> None:
 @pytest.mark.parametrize(
     "option",
     [
-        ("apply", "--parallel", "2"),
         ("apply", "--no-docs"),
         ("apply", "--change", "abcdef12"),
         ("apply", "--change-type", "emergency"),
