@@ -23,7 +23,9 @@ binds each VM name to a free pre-provisioned host of a group and remembers the b
 dry run (check mode) stores nothing but promises each free host once: the promises live in
 the inventory's binder, and the engine loads one inventory per run, so two VMs of one run
 never share a promised host and a pool too small for the run fails the dry run as it fails
-the apply.
+the apply. Every binder lists the VMs it has bound now (``bound()``, read through
+:meth:`Inventory.bound_hosts`): the Ansible inventory view and the departments that act on
+a project's bound VMs (security's firewall removal) use it, whatever the binder is.
 """
 
 from __future__ import annotations
@@ -216,6 +218,22 @@ class Inventory:
     def release_host(self, vm_name: str) -> None:
         self.binder().release(vm_name)
 
+    def bound_hosts(self) -> dict[str, Host]:
+        """The VMs bound now, by VM name, as hosts named after them (the binder's ``bound()``).
+
+        A binder registered without ``bound()`` (written before it was part of
+        :class:`HostBinder`) is a ConfigurationError naming its kind, never an empty answer.
+        """
+        binder = self.binder()
+        listing = getattr(binder, "bound", None)
+        if not callable(listing):
+            kind = self.spec.host_binding.kind
+            raise ConfigurationError(
+                f"host_binding kind {kind!r}: its binder {type(binder).__name__} has no bound() "
+                "(HostBinder lists the VMs it has bound; add it to the binder)"
+            )
+        return dict(listing())
+
     def binder(self) -> HostBinder:
         """The inventory's binder, made once: it holds the dry-run promises of the run."""
         with self._binder_lock:
@@ -253,11 +271,16 @@ class HostBinder(Protocol):
 
     ``bind(..., dry_run=True)`` stores nothing, but answers as ``bind`` would in the same run
     (each free host promised once); a binder is made once per :class:`Inventory`.
+    ``bound()`` lists the VMs bound now (stored, not this run's dry-run promises), by VM name,
+    each as ``bind`` answers for it; a binder that keeps no table (``static``: the VM is its
+    own host) answers ``{}``.
     """
 
     def bind(self, vm_name: str, address: str | None, *, dry_run: bool = False) -> Host: ...
 
     def release(self, vm_name: str) -> None: ...
+
+    def bound(self) -> dict[str, Host]: ...
 
 
 class BindingStore(Protocol):
@@ -288,6 +311,10 @@ class StaticBinder:
     def release(self, vm_name: str) -> None:
         return None
 
+    def bound(self) -> dict[str, Host]:
+        """None: the VMs are their own hosts, gone with them; nothing is kept here."""
+        return {}
+
 
 class PoolBinder:
     """Bind each VM name to a free host of a pre-provisioned group, kept in a BindingStore.
@@ -316,14 +343,24 @@ class PoolBinder:
             else:
                 table[vm_name] = name
                 self._promised.pop(vm_name, None)
-        host = self.inventory.host(name)
-        data = {**host.data, "bound_to": host.name}
-        return host.model_copy(update={"name": vm_name, "data": data})
+        return self._host(vm_name, name)
 
     def release(self, vm_name: str) -> None:
         with self._lock, self.store.transaction(write=True) as table:
             table.pop(vm_name, None)
             self._promised.pop(vm_name, None)
+
+    def bound(self) -> dict[str, Host]:
+        """The stored bindings (every project's), each VM as the host it is bound to."""
+        with self.store.transaction(write=False) as table:
+            stored = dict(table)
+        return {vm: self._host(vm, name) for vm, name in sorted(stored.items())}
+
+    def _host(self, vm_name: str, name: str) -> Host:
+        """Pool host ``name`` seen as VM ``vm_name`` (``bound_to`` names the pool host)."""
+        host = self.inventory.host(name)
+        data = {**host.data, "bound_to": host.name}
+        return host.model_copy(update={"name": vm_name, "data": data})
 
     def _choose(self, vm_name: str, table: Mapping[str, str], *, dry_run: bool) -> str:
         """The VM's stored host, else (dry run) its promised host, else the first free one."""

@@ -80,7 +80,7 @@ from infra_automation.departments.ansible_guard import guard_main as guard_main
 from infra_automation.exceptions import ConfigurationError, ExecutorUnavailable
 from infra_automation.executors.base import ExecutorInfo, StepContext
 from infra_automation.files import write_atomic
-from infra_automation.inventory import Host, Inventory, PoolBinder
+from infra_automation.inventory import Host, Inventory
 from infra_automation.results import ErrorKind, Status, StepResult, TargetResult
 from infra_automation.secrets import Secrets, redact
 from infra_automation.validation import HostLabel, Hostname, Name, SafeText
@@ -555,17 +555,14 @@ NETWORK_OS = {
 
 def inventory_view(inventory: Inventory) -> dict[str, Any]:
     """The whole inventory as Ansible sees it (``ansible-inventory``, the project's plugin):
-    every host with the variables the executor gives it, the VM hosts bound so far (named
-    as the VMs, ``bound_to`` their pool host), and no secret: hosts with a password get none
-    (``ansible -k`` asks for it; the executor hands passwords to its plays itself)."""
+    every host with the variables the executor gives it, the VM hosts bound so far whatever
+    the binder (:meth:`Inventory.bound_hosts`: named as the VMs, ``bound_to`` their pool host
+    or lab guest; a declared host of the same name wins), and no secret: hosts with a
+    password get none (``ansible -k`` asks for it; the executor hands passwords to its plays
+    itself)."""
     hosts = {n: inventory.hosts[n] for n in inventory.hosts}
-    binder = inventory.binder()
-    if isinstance(binder, PoolBinder):
-        with binder.store.transaction(write=False) as table:
-            bound = sorted(table)
-        for vm in bound:
-            if vm not in hosts:
-                hosts[vm] = inventory.bind_host(vm, dry_run=True)  # the stored binding
+    for vm, host in inventory.bound_hosts().items():
+        hosts.setdefault(vm, host)
     return build_inventory(hosts, set())
 
 

@@ -53,7 +53,6 @@ from infra_automation.departments.network import (
 )
 from infra_automation.exceptions import ConfigurationError
 from infra_automation.executors.base import ExecutorInfo, StepContext
-from infra_automation.inventory import PoolBinder
 from infra_automation.render import render_template
 from infra_automation.results import ErrorKind, StepResult
 from infra_automation.validation import NAME_RE
@@ -169,14 +168,11 @@ class FirewallRemoveParams(BaseModel):
 
 
 def bound_vms(ctx: StepContext) -> list[str]:
-    """The project's VMs bound to a pool host now (``<project>-<role>-<nn>``); none for a
-    binder that keeps no table (a real site's VMs are their own hosts, gone with the VM)."""
-    binder = ctx.inventory.binder()
-    if not isinstance(binder, PoolBinder):
-        return []
+    """The project's VMs bound to a host now (``<project>-<role>-<nn>``), whatever the binder
+    (a pool host, a lab guest: :meth:`Inventory.bound_hosts`); none for a binder that keeps no
+    table (a real site's VMs are their own hosts, gone with the VM)."""
     pattern = re.compile(rf"^{re.escape(ctx.project)}-[a-z0-9]+-[0-9]{{2,}}$")
-    with binder.store.transaction(write=False) as table:
-        return sorted(vm for vm in table if pattern.fullmatch(vm))
+    return sorted(vm for vm in ctx.inventory.bound_hosts() if pattern.fullmatch(vm))
 
 
 class FirewallRemoveExecutor:

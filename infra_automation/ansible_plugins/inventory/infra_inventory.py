@@ -6,25 +6,24 @@ folder as the engine does (:func:`infra_automation.inventory.load_inventory`: th
 file with ``generated/*.yml`` merged over it) and adds what
 :func:`infra_automation.departments.ansible.inventory_view` says: the hosts, their groups
 (``-`` becomes ``_``), their data and connection variables, and the VM hosts bound so far
-(read from the run database of the project root, ``$INFRA_ROOT`` or the current folder, when
-the inventory keeps its bindings there; a binder that lists its bound VMs itself, as the
-lab's ``lab-guests`` does, through ``bound()``). Secrets are never read: a host with a
-password keeps a reference to an extra variable.
+(every binder lists them through ``bound()``: a pool's from the run database of the project
+root, ``$INFRA_ROOT`` or the current folder, when the inventory keeps its bindings there; the
+lab's ``lab-guests`` each VM's guest). Secrets are never read: a host with a password keeps
+a reference to an extra variable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from ansible.errors import AnsibleParserError  # type: ignore[import-untyped]
 from ansible.plugins.inventory import BaseInventoryPlugin  # type: ignore[import-untyped]
 
 from infra_automation.config import load_settings
-from infra_automation.departments.ansible import build_inventory, inventory_view
+from infra_automation.departments.ansible import inventory_view
 from infra_automation.exceptions import ConfigurationError, RecordError
-from infra_automation.inventory import HAND_WRITTEN, Host, load_inventory
+from infra_automation.inventory import HAND_WRITTEN, load_inventory
 from infra_automation.record import open_database
 
 DOCUMENTATION = r"""
@@ -59,21 +58,10 @@ class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
                 self.inventory.add_child(group, name)
 
 
-@runtime_checkable
-class ListsBound(Protocol):
-    """A binder that lists the VMs it has bound now (``lab-guests``: each VM's guest)."""
-
-    def bound(self) -> dict[str, Host]: ...
-
-
 def _view(folder: Path) -> dict[str, Any]:
     """The inventory as Ansible sees it, bound VMs from the database when they live there."""
     inventory = load_inventory(folder)
     binding = inventory.spec.host_binding
-    if binding.kind != "pool":  # a pool's binder may need the database: attached below
-        binder = inventory.binder()
-        if isinstance(binder, ListsBound):
-            return _with_bound(inventory_view(inventory), binder.bound())
     if binding.kind != "pool" or binding.store != "database":
         return inventory_view(inventory)
     settings = load_settings()
@@ -82,15 +70,3 @@ def _view(folder: Path) -> dict[str, Any]:
         return inventory_view(inventory)
     finally:
         inventory.db.dispose()
-
-
-def _with_bound(view: dict[str, Any], bound: Mapping[str, Host]) -> dict[str, Any]:
-    """``view`` with the bound VMs' hosts added as the executor sees them (a declared host of
-    the same name wins)."""
-    extra = build_inventory(
-        {n: h for n, h in bound.items() if n not in view["all"]["hosts"]}, set()
-    )
-    view["all"]["hosts"].update(extra["all"]["hosts"])
-    for group, members in extra["all"]["children"].items():
-        view["all"]["children"].setdefault(group, {"hosts": {}})["hosts"].update(members["hosts"])
-    return view
