@@ -14,7 +14,16 @@ from rich.table import Table
 
 from infra_automation.exceptions import InfraError
 from infra_automation.lab.base import LabOptions
-from infra_automation.lab.orchestrator import DEFAULT_NAME, MAX_GUESTS, Lab, find_root
+from infra_automation.lab.orchestrator import (
+    DEFAULT_NAME,
+    GUEST_HOSTS,
+    MAX_GUESTS,
+    MAX_HOSTS,
+    POOL_HOSTS,
+    Lab,
+    binding_summary,
+    find_root,
+)
 
 app = typer.Typer(
     help="The built-in local lab: vCenter simulator, FRR routers, Debian hosts.",
@@ -52,19 +61,28 @@ def _fail(exc: Exception) -> NoReturn:
 def up(
     name: NameOpt = DEFAULT_NAME,
     routers: Annotated[int, typer.Option(help="FRR routers: core, edge, then r003...")] = 2,
-    hosts: Annotated[int, typer.Option(help="Debian hosts debian1..N.")] = 3,
+    hosts: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Debian hosts debian1..N (default: {GUEST_HOSTS} with guests, the VMs have "
+            f"their own; {POOL_HOSTS} with --no-guests: the pool VMs are bound to).",
+            show_default=False,
+        ),
+    ] = None,
     vcenter: Annotated[bool, typer.Option("--vcenter/--no-vcenter", help="Run vcsim.")] = True,
     guests: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--guests/--no-guests",
-            help="Give each VM its own guest container on demand (host_binding lab-guests) "
-            "instead of binding VMs to the debian hosts.",
+            help="Give each VM its own guest container on demand (host_binding lab-guests; "
+            "the default with vCenter); --no-guests binds VMs to a fixed pool of the debian "
+            "hosts.",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     max_guests: Annotated[
         int | None,
-        typer.Option(help="With --guests: at most N guests (default: available memory / 256 MiB)."),
+        typer.Option(help="At most N guests (default: available memory / 256 MiB)."),
     ] = None,
     root: RootOpt = None,
 ) -> None:
@@ -72,11 +90,16 @@ def up(
     if max_guests is not None and not 0 <= max_guests <= MAX_GUESTS:
         err.print(f"[bold red]error:[/] --max-guests: {max_guests} is not in 0..{MAX_GUESTS}")
         raise typer.Exit(2)
-    if max_guests is not None and not guests:
-        err.print("[bold red]error:[/] --max-guests: only with --guests")
+    on = vcenter if guests is None else guests  # guests serve the simulator's VMs
+    if max_guests is not None and not on:
+        err.print("[bold red]error:[/] --max-guests: only with guests (not with --no-guests)")
         raise typer.Exit(2)
+    if hosts is not None and not 0 <= hosts <= MAX_HOSTS:
+        err.print(f"[bold red]error:[/] --hosts: {hosts} is not in 0..{MAX_HOSTS}")
+        raise typer.Exit(2)
+    count = hosts if hosts is not None else (GUEST_HOSTS if on else POOL_HOSTS)
     options = LabOptions(
-        routers=routers, hosts=hosts, vcenter=vcenter, guests=guests, max_guests=max_guests
+        routers=routers, hosts=count, vcenter=vcenter, guests=on, max_guests=max_guests
     )
     lab = _lab(root, name, options)
     lock = threading.Lock()
@@ -101,6 +124,7 @@ def up(
         table.add_row(component, f"{seconds:.2f}")
     out.print(table)
     out.print(f"inventory: {report.inventory_path}", highlight=False)
+    out.print(f"VMs: {binding_summary(report.inventory_path)}", highlight=False)
 
 
 @app.command()
@@ -141,5 +165,7 @@ def status(
             health = "[green]healthy[/]" if t.healthy else "[red]unhealthy[/]"
             table.add_row(t.target, health, t.detail)
         out.print(table)
+        if st.up:
+            out.print(f"VMs: {binding_summary(st.inventory_path)}", highlight=False)
     if not st.healthy:
         raise typer.Exit(1)

@@ -115,6 +115,11 @@ def store_file(ctx: LabContext) -> Path:
     return ctx.state_dir / "guests" / "guests.json"
 
 
+def settings_file(ctx: LabContext) -> Path:
+    """The ``lab_guests`` section the last ``up`` wrote (``status`` reports its limit)."""
+    return ctx.state_dir / "guests" / "settings.json"
+
+
 class GuestStore:
     """VM -> {container, ssh, http} as one JSON object, locked with flock, replaced atomically.
 
@@ -348,6 +353,7 @@ class LabGuests:
         }
         if ctx.options.max_guests is not None:
             section["max_guests"] = ctx.options.max_guests
+        write_atomic(settings_file(ctx), json.dumps(section, indent=2, sort_keys=True) + "\n")
         return Fragment(inventory={"host_binding": {"kind": KIND}, SECTION: section})
 
     def down(self, ctx: LabContext) -> None:
@@ -355,11 +361,24 @@ class LabGuests:
         with store.transaction(write=True) as table:
             remove_containers(ctx, guest_containers(ctx))
             table.clear()
+        settings_file(ctx).unlink(missing_ok=True)
 
     def status(self, ctx: LabContext) -> list[Health]:
+        """One line for the binding (how many guests, the limit), then one per guest."""
         with GuestStore(store_file(ctx)).transaction(write=False) as table:
             records = dict(table)
-        return [_health(vm, r) for vm, r in sorted(records.items())]
+        guests = [_health(vm, r) for vm, r in sorted(records.items())]
+        return [_summary(ctx, len(records)), *guests]
+
+
+def _summary(ctx: LabContext, count: int) -> Health:
+    """The binding's line: unhealthy until an ``up`` wrote the section (after a ``down``)."""
+    try:
+        section = LabGuestsConfig.model_validate_json(settings_file(ctx).read_text())
+    except (OSError, ValueError):
+        return Health("guests", False, "not set up: `infra lab up` gives each VM a guest")
+    limit = section.limit
+    return Health("guests", True, f"{count} of at most {limit} (lab_guests.max_guests)")
 
 
 def _health(vm: str, record: Mapping[str, Any]) -> Health:

@@ -38,7 +38,7 @@ from typing import Any, Protocol, TypeVar, cast
 import yaml
 
 from infra_automation import yamlio
-from infra_automation.exceptions import LabError
+from infra_automation.exceptions import InfraError, LabError
 from infra_automation.files import write_atomic
 from infra_automation.inventory import GENERATED_DIR, HAND_WRITTEN, SECRETS_FILE
 from infra_automation.lab.base import (
@@ -63,6 +63,8 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")  # short: it prefixes netns, veth 
 MAX_ROUTERS = 200
 MAX_HOSTS = 50
 MAX_GUESTS = 500
+GUEST_HOSTS = 0  # `infra lab up` (guests): each VM has its own guest, no pool is needed
+POOL_HOSTS = 3  # `infra lab up --no-guests`: the fixed pool the VMs are bound to
 
 COMPONENTS: dict[str, str] = {
     "vcenter": "infra_automation.lab.vcenter:VCenterSim",
@@ -263,6 +265,35 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def binding_summary(inventory_path: Path) -> str:
+    """How the instance's inventory binds the simulator's VMs to hosts, in one line."""
+    from infra_automation.inventory import load_inventory  # the CLI's line only
+
+    try:
+        inventory = load_inventory(inventory_path)
+    except InfraError as exc:
+        return f"unknown: the inventory does not load ({exc})"
+    binding = inventory.spec.host_binding
+    if binding.kind == "pool":
+        pool = inventory.select(group=binding.group) if binding.group in inventory.groups else []
+        return (
+            f"bound to a fixed pool of {len(pool)} hosts of group {binding.group!r} "
+            f"(host_binding pool; `infra lab up` without --no-guests gives each VM a guest)"
+        )
+    if binding.kind == "lab-guests":
+        from infra_automation.lab.guests import SECTION, LabGuestsConfig
+
+        try:
+            limit = inventory.section(SECTION, LabGuestsConfig).limit
+        except InfraError as exc:
+            return f"host_binding lab-guests, without its section ({exc})"
+        return (
+            f"each gets its own guest container when first bound, at most {limit} "
+            f"(host_binding lab-guests, {SECTION}.max_guests; --no-guests: a fixed pool)"
+        )
+    return f"host_binding kind {binding.kind!r}"
 
 
 def find_root(start: Path | None = None) -> Path:

@@ -245,7 +245,11 @@ def test_ansible_plugin_lists_bound_guests(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--max-guests", "3"], "only with --guests"), (["--guests", "--max-guests", "-1"], "0..500")],
+    [
+        (["--no-guests", "--max-guests", "3"], "only with guests"),
+        (["--no-vcenter", "--max-guests", "3"], "only with guests"),  # no VMs: no guests
+        (["--guests", "--max-guests", "-1"], "0..500"),
+    ],
 )
 def test_cli_refuses_bad_max_guests_with_exit_2(
     tmp_path: Path, args: list[str], message: str

@@ -497,7 +497,16 @@ def test_acquire_failure_cleans_up_what_it_started_and_raises(root: Path) -> Non
 @pytest.fixture
 def fake_registry(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     module = types.ModuleType("fake_lab_components")
-    made = {c.name: c for c in fakes()}
+    guests = {"instance": "cli", "root": "/x", "image": "localhost/i:1", "max_guests": 3}
+    made = {
+        c.name: c
+        for c in [
+            *fakes(),
+            Fake(
+                "guests", inventory={"host_binding": {"kind": "lab-guests"}, "lab_guests": guests}
+            ),
+        ]
+    }
 
     def factory(name: str) -> Any:
         return lambda: made[name]
@@ -505,12 +514,14 @@ def fake_registry(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     module.FakeVcenter = factory("vcenter")  # type: ignore[attr-defined]
     module.FakeRouters = factory("routers")  # type: ignore[attr-defined]
     module.FakeHosts = factory("hosts")  # type: ignore[attr-defined]
+    module.FakeGuests = factory("guests")  # type: ignore[attr-defined]
     module.made = made  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fake_lab_components", module)
     for name, cls in (
         ("vcenter", "FakeVcenter"),
         ("routers", "FakeRouters"),
         ("hosts", "FakeHosts"),
+        ("guests", "FakeGuests"),
     ):
         monkeypatch.setitem(orchestrator.COMPONENTS, name, f"fake_lab_components:{cls}")
     return module
@@ -528,7 +539,7 @@ def test_cli_up_status_down(root: Path, fake_registry: types.ModuleType) -> None
     result = runner.invoke(app, ["status", "--root", str(root), "-n", "cli", "--output", "json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["up"] and data["healthy"] and len(data["targets"]) == 3
+    assert data["up"] and data["healthy"] and len(data["targets"]) == 4  # guests: the default
 
     result = runner.invoke(app, ["down", "--root", str(root), "-n", "cli"])
     assert result.exit_code == 0, result.output
@@ -542,7 +553,7 @@ def test_cli_reports_missing_packages_with_one_command(
 ) -> None:
     from infra_automation.lab.cli import app
 
-    fake_registry.made["hosts"].missing = [Missing("podman", "apt-get install -y podman")]
+    fake_registry.made["guests"].missing = [Missing("podman", "apt-get install -y podman")]
     fake_registry.made["routers"].missing = [
         Missing("/usr/lib/frr/zebra", "apt-get install -y frr")
     ]
