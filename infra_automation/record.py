@@ -130,6 +130,7 @@ runs = sa.Table(
     sa.Index("ix_infra_runs_started", "started_at", "id"),  # newest first, keyset pages
     sa.Index("ix_infra_runs_project_started", "project", "started_at"),
     sa.Index("ix_infra_runs_requester_started", "requester", "started_at"),
+    sa.Index("ix_infra_runs_status_started", "status", "started_at", "id"),  # the queue sweep
 )
 
 steps = sa.Table(

@@ -239,14 +239,8 @@ class RunQueue:
 
     def sweep(self) -> int:
         """Hold the record's queued runs (oldest first) not held here yet; how many."""
-        query = (
-            sa.select(runs.c.id)
-            .where(runs.c.status == QUEUED)
-            .order_by(runs.c.started_at, runs.c.id)
-            .limit(self.limit)
-        )
         with self.engine.db.connect() as conn:
-            found = [str(r) for r in conn.execute(query).scalars()]
+            found = [str(r) for r in conn.execute(queued_runs(self.limit)).scalars()]
         return sum(self._hold(run_id) for run_id in found)
 
     def shutdown(self) -> None:
@@ -295,3 +289,10 @@ def change_job(
         return result
 
     return job
+
+
+def queued_runs(limit: int) -> sa.Select[tuple[str]]:
+    """The ids of the oldest ``limit`` queued runs (the sweep's query; it reads the index
+    ``ix_infra_runs_status_started``)."""
+    query = sa.select(runs.c.id).where(runs.c.status == QUEUED)
+    return query.order_by(runs.c.started_at, runs.c.id).limit(limit)
