@@ -9,7 +9,10 @@ exporter, its metrics endpoint; the site URL is fetched over HTTP. Resources per
 - ``service <name>``: each service the run found ``running`` is still running;
 - ``site <url>``: the URL answers 200 with a page naming the project;
 - ``backup schedule``: a cron line with the recorded schedule runs the project's backup;
-- ``exporter <target>``: the node exporter answers on the recorded port.
+- ``exporter <target>``: the node exporter answers on the recorded port;
+- ``firewall inet <table>``: where the run read a host firewall back (``playbooks/firewall.yml``
+  reports ``facts.firewall``, present), the table's input chain holds the recorded rules
+  (a table deleted or flushed on the host is drift).
 
 A host that SSH cannot reach makes its resources ``unverifiable`` (``unreachable``/``auth``).
 """
@@ -35,6 +38,8 @@ HTTP_TIMEOUT = 5
 SECTION = "### infra-verify "
 _STATUS_RE = re.compile(r"^\s*\[\s*([+?-])\s*\]\s+(\S+)\s*$")
 _PORT_RE = re.compile(r":(\d{1,5})$")
+_TABLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")  # the firewall role's own check
+_NOT_A_RULE = re.compile(r"^(table |chain |type |[{}]|$)")  # as the role reads its rules back
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ class HostState:
     services: dict[str, str]
     cron: str
     exporter: str  # HTTP status of the exporter's /metrics, "" if not asked
+    firewall: tuple[str, ...] | None = None  # the input chain's rules; None: no such table
+    firewall_error: str = ""  # why nft could not list it, when not because it is missing
 
 
 class PlaybookVerifier:
@@ -69,14 +76,17 @@ def _host_checks(
     raw = data.get("facts")
     facts: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     exporter = _exporter_port(facts.get("target"))
+    table = firewall_table(facts.get("firewall"))
     running = [s for s, state in (data.get("services") or {}).items() if state == "running"]
-    state, error, kind = read_host(host, exporter)
+    state, error, kind = read_host(host, exporter, table)
     checks: list[ResourceCheck] = []
     resources = [f"service {s}" for s in running]
     if facts.get("schedule"):
         resources.append("backup schedule")
     if exporter is not None:
         resources.append(f"exporter {facts.get('target')}")
+    if table is not None:
+        resources.append(f"firewall inet {table}")
     if state is None:
         checks += [ResourceCheck.unverifiable(r, error, target=name, kind=kind) for r in resources]
     else:
@@ -85,6 +95,8 @@ def _host_checks(
             checks.append(_schedule(project, str(facts["schedule"]), state, name))
         if exporter is not None:
             checks.append(_exporter(str(facts.get("target")), state, name))
+        if table is not None:
+            checks.append(check_firewall(table, facts["firewall"], state, name))
     if data.get("url"):
         checks.append(check_site(project, str(data["url"]), name))
     return checks
@@ -93,6 +105,39 @@ def _host_checks(
 def _exporter_port(target: Any) -> int | None:
     match = _PORT_RE.search(str(target or ""))
     return int(match.group(1)) if match and 0 < int(match.group(1)) < 65536 else None
+
+
+def firewall_table(recorded: Any) -> str | None:
+    """The nftables table a firewall step left on the host (its read-back says present, the
+    name passes the role's own check); None: nothing to verify."""
+    if not isinstance(recorded, Mapping) or recorded.get("present") is not True:
+        return None
+    family, _, table = str(recorded.get("table") or "").partition(" ")
+    return table if family == "inet" and _TABLE_RE.fullmatch(table) else None
+
+
+def firewall_rules(listing: str) -> tuple[str, ...]:
+    """The rules of ``nft -s list chain ...``'s output, read as the role reads them back."""
+    lines = (line.strip() for line in listing.splitlines())
+    return tuple(line for line in lines if not _NOT_A_RULE.match(line))
+
+
+def check_firewall(
+    table: str, recorded: Mapping[str, Any], state: HostState, host: str
+) -> ResourceCheck:
+    expected = "\n".join(str(rule) for rule in recorded.get("rules") or [])
+    if state.firewall is None and state.firewall_error:
+        return ResourceCheck.unverifiable(
+            f"firewall inet {table}", f"nft: {state.firewall_error}", target=host
+        )
+    if state.firewall is None:
+        found, reason = f"(no table inet {table})", f"the table inet {table} is gone"
+    else:
+        found = "\n".join(state.firewall) or "(no rules: the table was flushed)"
+        reason = "the firewall's rules are not those loaded"
+    return ResourceCheck.compare(
+        f"firewall inet {table}", expected, found, target=host, reason=reason
+    )
 
 
 def _service(service: str, state: HostState, host: str) -> ResourceCheck:
@@ -141,7 +186,9 @@ def check_site(project: str, url: str, host: str) -> ResourceCheck:
     return ResourceCheck.compare(f"site {url}", expected, found, target=host, reason=found)
 
 
-def read_host(host: Host, exporter: int | None) -> tuple[HostState | None, str, ErrorKind | None]:
+def read_host(
+    host: Host, exporter: int | None, table: str | None = None
+) -> tuple[HostState | None, str, ErrorKind | None]:
     """(state, "", None), or (None, why, kind) when SSH cannot read the host."""
     script = [
         f"echo '{SECTION}services'; service --status-all 2>&1",
@@ -151,6 +198,11 @@ def read_host(host: Host, exporter: int | None) -> tuple[HostState | None, str, 
         script.append(
             f"echo '{SECTION}exporter'; curl -s -o /dev/null -w '%{{http_code}}' --max-time 3 "
             f"http://127.0.0.1:{exporter}/metrics"
+        )
+    if table is not None and _TABLE_RE.fullmatch(table):
+        script.append(
+            f"echo '{SECTION}firewall'; nft -s list chain inet {table} input 2>&1"
+            f" || echo '{SECTION}firewall-failed'"
         )
     try:
         done = subprocess.run(  # fixed argv, no shell on our side
@@ -195,6 +247,7 @@ def parse_state(output: str) -> HostState:
     for line in output.splitlines():
         if line.startswith(SECTION):
             current = line[len(SECTION) :].strip()
+            sections.setdefault(current, [])
             continue
         sections.setdefault(current, []).append(line)
     services: dict[str, str] = {}
@@ -207,7 +260,20 @@ def parse_state(output: str) -> HostState:
         services=services,
         cron="\n".join(sections.get("cron", [])),
         exporter="".join(sections.get("exporter", [])).strip(),
+        **_firewall_section(sections),
     )
+
+
+def _firewall_section(sections: Mapping[str, list[str]]) -> dict[str, Any]:
+    """The rules, or None and why: nft's own "No such file or directory" is a table (or its
+    chain) that is gone; any other failure (no permission, no nft) is the error."""
+    listing = "\n".join(sections.get("firewall", []))
+    if "firewall" not in sections:
+        return {}
+    if "firewall-failed" not in sections:
+        return {"firewall": firewall_rules(listing)}
+    missing = "No such file or directory" in listing
+    return {"firewall": None, "firewall_error": "" if missing else " ".join(listing.split())[-300:]}
 
 
 def playbook() -> PlaybookVerifier:

@@ -121,6 +121,31 @@ class ReleaseParams(BaseModel):
     pool: Name | None = Field(default=None, description="refuse if the allocation is elsewhere")
 
 
+class LookupParams(ReleaseParams):
+    missing_ok: bool = Field(
+        default=False,
+        description="a project with no allocation (never built, or released) is no error",
+    )
+
+
+class LookupOutputs(BaseModel):
+    """``ipam.lookup``: the project's allocation; with ``missing_ok`` and none, ``allocated``
+    is false and the rest empty (None), which the decommission's removals take as nothing to
+    remove."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allocated: bool
+    project: str
+    pool: str | None = None
+    vlan_id: int | None = None
+    subnet: str | None = None
+    prefix_length: int | None = None
+    netmask: str | None = None
+    gateway: str | None = None
+    hosts: list[str] = Field(default_factory=list)
+
+
 class ReleaseOutputs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -425,9 +450,9 @@ class LookupExecutor:
     info = ExecutorInfo(
         key="ipam.lookup",
         department="network",
-        description="Read the project's VLAN id and subnet; fails if it has none.",
-        params=ReleaseParams,
-        outputs=Allocation,
+        description="Read the project's VLAN id and subnet; none fails (unless missing_ok).",
+        params=LookupParams,
+        outputs=LookupOutputs,
     )
 
     def preview(self, ctx: StepContext) -> StepResult:
@@ -438,12 +463,15 @@ class LookupExecutor:
             row = _current(ctx)
         except (InfraError, sa.exc.SQLAlchemyError) as exc:
             return _failure(exc)
+        missing = f"ipam: project {ctx.project!r} has no allocation (never built, or released)"
+        if row is None and not ctx.typed_params(LookupParams).missing_ok:
+            return StepResult.failure(missing, kind=ErrorKind.INVALID)
         if row is None:
-            return StepResult.failure(
-                f"ipam: project {ctx.project!r} has no allocation (never built, or released)",
-                kind=ErrorKind.INVALID,
-            )
-        return StepResult.success(outputs=describe(row, 0).model_dump(mode="json"))
+            ctx.emit("task", {"host": "ipam", "task": missing, "status": "ok"})
+            outputs = LookupOutputs(allocated=False, project=ctx.project)
+        else:
+            outputs = LookupOutputs(allocated=True, **describe(row, 0).model_dump(mode="json"))
+        return StepResult.success(outputs=outputs.model_dump(mode="json"))
 
 
 class ReleaseExecutor:
@@ -480,7 +508,7 @@ def _current(ctx: StepContext) -> Row | None:
 
 
 def _release_setup(ctx: StepContext) -> tuple[Ipam, str | None]:
-    params = ReleaseParams.model_validate(ctx.params.model_dump())
+    params = LookupParams.model_validate(ctx.params.model_dump())  # release's, or lookup's
     if ctx.db is None:
         raise ConfigurationError("ipam: no database: the run record's engine is required")
     return Ipam(ctx.db), params.pool

@@ -4,13 +4,17 @@
 the first N of the subnet after the gateway. Once a project changes while it runs (scale up,
 scale down), each address is recorded against its VM in this module's table
 (``ipam_addresses``, unique per address), so that a removed VM's address is released and
-the next VM gets the lowest free one. VMs built before any record are adopted in name order,
-which gives each the address the build gave it.
+the next VM gets the lowest free one. VMs built before any record (a build records none) are
+adopted with the address they hold (``held``: the VMs as vCenter reports them, each with the
+address its build gave it), so that no address of a VM that exists (the db VM's, after the
+web VMs') is ever handed to another name.
 
-``ipam.addresses`` (params ``names``): every name gets an address (its recorded one, else the
-lowest free); with ``release_others`` the project's other records are released (a scale-down
-after the VM is destroyed; decommission with no names). Check mode shows the same and writes
-nothing. The table is created when first used, like ``ipam_allocations``.
+``ipam.addresses`` (params ``names``, ``held``, ``release``): the ``held`` VMs' addresses are
+recorded against them when not recorded yet; every name gets an address (its recorded one,
+else the one it holds, else the lowest free); ``release`` names the records to release (a
+scale-down, after the VMs are destroyed); with ``release_others`` the project's records of
+any other name are released (decommission, with no names). Check mode shows the same and
+writes nothing. The table is created when first used, like ``ipam_allocations``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Network
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Connection, Engine
 
 from infra_automation.departments.ipam import Ipam, Row
@@ -44,12 +48,33 @@ addresses = sa.Table(
 )
 
 
+class HeldAddress(BaseModel):
+    """A VM that exists and the address it holds; extra fields are ignored so that the VMware
+    department's VM records (``vmware.tier``'s ``current``: name, ip...) pass as they are."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: HostLabel
+    address: str = Field(default="", validation_alias=AliasChoices("address", "ip"))
+
+
 class AddressesParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     pool: Name | None = Field(default=None, description="refuse if the allocation is elsewhere")
     names: list[HostLabel] = Field(default_factory=list, max_length=4096)
+    held: list[HeldAddress] = Field(
+        default_factory=list, max_length=4096, description="the project's VMs and their addresses"
+    )
+    release: list[HostLabel] = Field(default_factory=list, max_length=4096)
     release_others: bool = Field(default=False, description="release the project's other names")
+
+    @model_validator(mode="after")
+    def _kept_or_released(self) -> AddressesParams:
+        both = sorted(set(self.names) & set(self.release))
+        if both:
+            raise ValueError(f"release: names also given an address: {', '.join(both)}")
+        return self
 
 
 class HostAddress(BaseModel):
@@ -71,6 +96,30 @@ class AddressesOutputs(BaseModel):
 
 
 # --- the assignment (pure) ------------------------------------------------------------------
+
+
+def adopted(
+    subnet: IPv4Network, held: Sequence[HeldAddress], recorded: Mapping[str, str]
+) -> dict[str, str]:
+    """name -> address of the ``held`` VMs to record: those not recorded yet, with the host
+    address of the subnet they hold (none, or one outside the subnet: nothing to keep).
+    TargetRejected when the address is recorded for another name (two VMs, one address)."""
+    usable = {str(a) for a in list(subnet.hosts())[1:]}
+    owner = {address: name for name, address in recorded.items()}
+    out: dict[str, str] = {}
+    for vm in held:
+        if vm.name in recorded or vm.address not in usable:
+            continue
+        other = owner.get(vm.address) or next(
+            (n for n, a in out.items() if a == vm.address and n != vm.name), None
+        )
+        if other is not None:
+            raise TargetRejected(
+                f"ipam: address {vm.address} is held by VM {vm.name!r} and recorded for "
+                f"{other!r}: release one of them first"
+            )
+        out[vm.name] = vm.address
+    return out
 
 
 def assign(
@@ -96,11 +145,17 @@ def assign(
 
 
 def released(
-    names: Sequence[str], recorded: Mapping[str, str], *, release_others: bool
+    names: Sequence[str],
+    recorded: Mapping[str, str],
+    *,
+    release: Sequence[str] = (),
+    release_others: bool = False,
 ) -> dict[str, str]:
-    if not release_others:
-        return {}
-    return {n: a for n, a in recorded.items() if n not in set(names)}
+    """name -> address of the records to release: those named in ``release``; with
+    ``release_others`` every record not of ``names``."""
+    if release_others:
+        return {n: a for n, a in recorded.items() if n not in set(names)}
+    return {n: a for n, a in recorded.items() if n in set(release)}
 
 
 # --- database -------------------------------------------------------------------------------
@@ -153,7 +208,8 @@ class AddressesExecutor:
     info = ExecutorInfo(
         key="ipam.addresses",
         department="network",
-        description="Record a host address of the project's subnet per VM name; release others.",
+        description="Record a host address of the project's subnet per VM name (the VMs that "
+        "exist keep theirs); release the others.",
         params=AddressesParams,
         outputs=AddressesOutputs,
     )
@@ -175,9 +231,14 @@ def _addresses(ctx: StepContext, *, write: bool) -> StepResult:
         with ctx.db.begin() if write else ctx.db.connect() as conn:
             before = recorded(conn, ctx.project)
             subnet = allocation.subnet if allocation else None
-            held = assign(subnet, params.names, before) if subnet else {}
-            gone = released(params.names, before, release_others=params.release_others)
-            new = {n: a for n, a in held.items() if n not in before}
+            adopt = adopted(subnet, params.held, before) if subnet else {}
+            known = {**before, **adopt}
+            kept = [*params.names, *(vm.name for vm in params.held)]
+            gone = released(
+                kept, known, release=params.release, release_others=params.release_others
+            )
+            held = assign(subnet, params.names, known) if subnet else {}
+            new = {n: a for n, a in {**adopt, **held}.items() if n not in before and n not in gone}
             if write:
                 _write(conn, ctx.project, new, gone, ctx.run_id)
     except (InfraError, sa.exc.SQLAlchemyError) as exc:

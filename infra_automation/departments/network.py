@@ -28,7 +28,7 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from types import ModuleType
@@ -84,6 +84,36 @@ class ConfigureParams(BaseModel):
         ):
             raise ValueError(f"gateway {self.gateway} is not a usable address of {self.subnet}")
         return self
+
+
+class UnconfigureParams(BaseModel):
+    """``network.unconfigure``: the project's network as IPAM has it (``ipam.lookup``), or
+    none of vlan_id, subnet, gateway when IPAM holds no allocation (a project never built, or
+    decommissioned already): then nothing is known of it on the routers, nothing to remove."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vlan_id: int | None = Field(default=None, ge=1, le=4094)
+    subnet: IPv4Network | None = None
+    gateway: IPv4Address | None = None
+    description: SafeText | None = Field(default=None, max_length=80)
+    group: Name = "routers"
+    devices: list[Name] = Field(default_factory=list, description="default: the whole group")
+    bgp_wait: float = Field(default=20.0, ge=0, le=300, description="seconds to wait for BGP")
+    save: bool = True
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> UnconfigureParams:
+        given = [f for f in ("vlan_id", "subnet", "gateway") if getattr(self, f) is not None]
+        if given and len(given) < 3:
+            raise ValueError("vlan_id, subnet, gateway: all three (the allocation) or none")
+        return self
+
+    def network(self) -> ConfigureParams | None:
+        """The params of the removal; None: no allocation, nothing to remove."""
+        if self.subnet is None:
+            return None
+        return ConfigureParams.model_validate(self.model_dump())
 
 
 class DeviceState(BaseModel):
@@ -450,13 +480,32 @@ class UnconfigureExecutor(ConfigureExecutor):
         key="network.unconfigure",
         department="network",
         description="Remove the project's gateway, route origination and prefix-list.",
-        params=ConfigureParams,
+        params=UnconfigureParams,
         outputs=ConfigureOutputs,
         requires=("nornir", "nornir_netmiko", "netmiko"),
         extra="network",
     )
     task_name = "remove_config"
     expect_learned = False
+
+    def _run(self, ctx: StepContext, check: bool) -> StepResult:
+        network = ctx.typed_params(UnconfigureParams).network()
+        if network is None:
+            return nothing_allocated(ctx, self.outputs_of_nothing(ctx))
+        return super()._run(replace(ctx, params=network), check)
+
+    def outputs_of_nothing(self, ctx: StepContext) -> dict[str, Any]:
+        outputs = ConfigureOutputs(
+            vlan_id=0, subnet="", gateway="", interface="", prefix_list="", devices=[]
+        )
+        return outputs.model_dump(mode="json")
+
+
+def nothing_allocated(ctx: StepContext, outputs: Mapping[str, Any]) -> StepResult:
+    """A removal of a project IPAM holds no allocation of: succeeded, nothing changed."""
+    what = f"project {ctx.project!r} has no allocation: nothing to remove"
+    ctx.emit("task", {"host": "routers", "task": what, "status": "ok"})
+    return StepResult.success(outputs=outputs)
 
 
 def _device_outcome(

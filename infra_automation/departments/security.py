@@ -46,9 +46,11 @@ from infra_automation.departments.network import (
     ConfigureParams,
     DeviceState,
     Plan,
+    UnconfigureParams,
     _validation_message,
     load_tasks,
     netmiko_platform,
+    nothing_allocated,
     run_nornir,
 )
 from infra_automation.exceptions import ConfigurationError
@@ -144,18 +146,28 @@ class GatewayAclExecutor(ConfigureExecutor):
 
 
 class GatewayAclRemoveExecutor(GatewayAclExecutor):
-    """Remove the project's gateway ACLs (decommission)."""
+    """Remove the project's gateway ACLs (decommission); a project IPAM holds no allocation
+    of (never built, or decommissioned already) has none to remove."""
 
     info = ExecutorInfo(
         key="security.gateway_acl_remove",
         department="security",
         description="Remove the access-lists of the project's gateway from its routers.",
-        params=ConfigureParams,
+        params=UnconfigureParams,
         outputs=AclOutputs,
         requires=("nornir", "nornir_netmiko", "netmiko"),
         extra="network",
     )
     task_name = "remove_config"
+
+    def _run(self, ctx: StepContext, check: bool) -> StepResult:
+        network = ctx.typed_params(UnconfigureParams).network()
+        if network is None:
+            outputs = AclOutputs(
+                subnet="", acls=[], enforcement=ENFORCEMENT, entries={}, devices=[]
+            )
+            return nothing_allocated(ctx, outputs.model_dump(mode="json"))
+        return super()._run(replace(ctx, params=network), check)
 
 
 # --- host firewall removal -------------------------------------------------------------------

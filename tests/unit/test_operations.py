@@ -240,7 +240,7 @@ def test_scale_removes_registrations_before_the_vm_and_its_address_after(
 ) -> None:
     needs = plan_of(planner, "project-scale", {"web_vms": 3})
     assert needs["tier"] == []
-    assert set(needs["destroy"]) == {"monitoring_remove", "backup_remove", "vms"}
+    assert set(needs["destroy"]) == {"monitoring_remove", "backup_remove", "firewall_remove", "vms"}
     assert needs["release_addresses"] == ["destroy"]
     assert needs["vms"] == ["addresses"] and needs["new_baseline"] == ["vms"]
     lean = plan_of(planner, "project-scale", {"web_vms": 3, "backup": False})
