@@ -12,7 +12,10 @@ exporter, its metrics endpoint; the site URL is fetched over HTTP. Resources per
 - ``exporter <target>``: the node exporter answers on the recorded port;
 - ``firewall inet <table>``: where the run read a host firewall back (``playbooks/firewall.yml``
   reports ``facts.firewall``, present), the table's input chain holds the recorded rules
-  (a table deleted or flushed on the host is drift).
+  (a table deleted or flushed on the host is drift);
+- ``container <name>``: where the run read an app back (``playbooks/app.yml`` reports
+  ``facts.app``, present), its podman container is running, and its ``site`` (the app's
+  page through nginx) carries the recorded page marker.
 
 A host that SSH cannot reach makes its resources ``unverifiable`` (``unreachable``/``auth``).
 """
@@ -39,6 +42,7 @@ SECTION = "### infra-verify "
 _STATUS_RE = re.compile(r"^\s*\[\s*([+?-])\s*\]\s+(\S+)\s*$")
 _PORT_RE = re.compile(r":(\d{1,5})$")
 _TABLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")  # the firewall role's own check
+_CONTAINER_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")  # podman's names, lower case
 _NOT_A_RULE = re.compile(r"^(table |chain |type |[{}]|$)")  # as the role reads its rules back
 
 
@@ -51,6 +55,7 @@ class HostState:
     exporter: str  # HTTP status of the exporter's /metrics, "" if not asked
     firewall: tuple[str, ...] | None = None  # the input chain's rules; None: no such table
     firewall_error: str = ""  # why nft could not list it, when not because it is missing
+    container: str = ""  # podman's status of the app's container, "" if not asked
 
 
 class PlaybookVerifier:
@@ -77,8 +82,9 @@ def _host_checks(
     facts: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     exporter = _exporter_port(facts.get("target"))
     table = firewall_table(facts.get("firewall"))
+    app = recorded_app(facts.get("app"))
     running = [s for s, state in (data.get("services") or {}).items() if state == "running"]
-    state, error, kind = read_host(host, exporter, table)
+    state, error, kind = read_host(host, exporter, table, container=app.get("container"))
     checks: list[ResourceCheck] = []
     resources = [f"service {s}" for s in running]
     if facts.get("schedule"):
@@ -87,6 +93,8 @@ def _host_checks(
         resources.append(f"exporter {facts.get('target')}")
     if table is not None:
         resources.append(f"firewall inet {table}")
+    if app:
+        resources.append(f"container {app['container']}")
     if state is None:
         checks += [ResourceCheck.unverifiable(r, error, target=name, kind=kind) for r in resources]
     else:
@@ -97,9 +105,28 @@ def _host_checks(
             checks.append(_exporter(str(facts.get("target")), state, name))
         if table is not None:
             checks.append(check_firewall(table, facts["firewall"], state, name))
+        if app:
+            checks.append(_container(app["container"], state, name))
     if data.get("url"):
-        checks.append(check_site(project, str(data["url"]), name))
+        checks.append(check_site(project, str(data["url"]), name, app.get("page_marker")))
     return checks
+
+
+def recorded_app(raw: Any) -> dict[str, str]:
+    """The app a containers step read back as present: its container and page marker."""
+    if not isinstance(raw, Mapping) or raw.get("state") != "present":
+        return {}
+    name = str(raw.get("container") or "")
+    if not _CONTAINER_RE.fullmatch(name):
+        return {}
+    return {"container": name, "page_marker": str(raw.get("page_marker") or "")}
+
+
+def _container(name: str, state: HostState, host: str) -> ResourceCheck:
+    found = state.container or "absent"
+    return ResourceCheck.compare(
+        f"container {name}", "running", found, target=host, reason=f"container {name} is {found}"
+    )
 
 
 def _exporter_port(target: Any) -> int | None:
@@ -170,15 +197,15 @@ def _exporter(target: str, state: HostState, host: str) -> ResourceCheck:
     )
 
 
-def check_site(project: str, url: str, host: str) -> ResourceCheck:
-    """The site answers 200 with a page that names the project."""
-    expected = f"HTTP 200, page of project {project}"
+def check_site(project: str, url: str, host: str, marker: str | None = None) -> ResourceCheck:
+    """The site answers 200 with a page that names the project (and holds ``marker``)."""
+    page = f"page of project {project}" + (f" with {marker}" if marker else "")
+    expected = f"HTTP 200, {page}"
     try:
         with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as answer:  # noqa: S310 - http(s) URL from the record
             body = answer.read(65536).decode("utf-8", "replace")
-            found = f"HTTP {answer.status}, " + (
-                f"page of project {project}" if project in body else "another page"
-            )
+            ours = project in body and (not marker or marker in body)
+            found = f"HTTP {answer.status}, " + (page if ours else "another page")
     except urllib.error.HTTPError as exc:
         found = f"HTTP {exc.code}"
     except (urllib.error.URLError, OSError) as exc:
@@ -187,7 +214,7 @@ def check_site(project: str, url: str, host: str) -> ResourceCheck:
 
 
 def read_host(
-    host: Host, exporter: int | None, table: str | None = None
+    host: Host, exporter: int | None, table: str | None = None, *, container: str | None = None
 ) -> tuple[HostState | None, str, ErrorKind | None]:
     """(state, "", None), or (None, why, kind) when SSH cannot read the host."""
     script = [
@@ -203,6 +230,11 @@ def read_host(
         script.append(
             f"echo '{SECTION}firewall'; nft -s list chain inet {table} input 2>&1"
             f" || echo '{SECTION}firewall-failed'"
+        )
+    if container is not None and _CONTAINER_RE.fullmatch(container):
+        script.append(
+            f"echo '{SECTION}container'; podman container inspect --format "
+            f"'{{{{.State.Status}}}}' {shlex.quote(container)} 2>/dev/null"
         )
     try:
         done = subprocess.run(  # fixed argv, no shell on our side
@@ -260,6 +292,7 @@ def parse_state(output: str) -> HostState:
         services=services,
         cron="\n".join(sections.get("cron", [])),
         exporter="".join(sections.get("exporter", [])).strip(),
+        container="".join(sections.get("container", [])).strip(),
         **_firewall_section(sections),
     )
 
