@@ -542,7 +542,7 @@ class Lab:
     def _keep_guests(self) -> None:
         """A repair by :meth:`acquire` keeps the guests binding the last ``up`` asked for: the
         VMs of running projects have guests, and a binding switched back to the pool would
-        strand them (``infra lab up`` without ``--guests`` switches it off on purpose)."""
+        strand them (``infra lab up --no-guests`` switches it off on purpose)."""
         recorded = self._read_state().get("options")
         if self._options is None or self._options.guests or not isinstance(recorded, dict):
             return

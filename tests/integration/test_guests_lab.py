@@ -1,15 +1,18 @@
 """Lab guests on demand: three projects side by side on one `infra lab up`, a guest per VM.
 
-Three project-landscape builds (the catalog's defaults, web_vms 1, 2 and 1) run at once on
-one lab whose VMs get their own guest containers (host_binding ``lab-guests``): every VM
-has its own container (``podman ps`` shows it, labelled with its VM), each web page answers
-with its project's title from that guest's HTTP port, the Ansible inventory plugin lists
-the guests. A dry run that needs more guests than ``lab_guests.max_guests`` allows fails
-naming the limit, and nothing changes (no container, no stored guest). Decommissioning one
-project removes its guests' containers and leaves the others serving.
+The lab as `infra lab up` makes it by default (guests, no pool hosts). Three
+project-landscape builds (the catalog's defaults, web_vms 1, 2 and 1) run at once on it,
+their VMs on their own guest containers (host_binding ``lab-guests``): every VM has its own
+container (``podman ps`` shows it, labelled with its VM), each web page answers with its
+project's title from that guest's HTTP port, ``ansible-inventory --list`` lists the guests.
+A dry run that needs more guests than ``lab_guests.max_guests`` allows fails naming the
+limit, and nothing changes (no container, no stored guest). Decommissioning one project
+removes its guests' firewalls (security finds its guest-bound VMs) and containers, and leaves
+the others serving.
 
-Runs on a lab instance of its own with guests (``INFRA_GUESTS_LAB_NAME``, default ``guests``;
-``infra lab up --name guests --guests`` beforehand to keep it between runs), beside the session's.
+Runs on a lab instance of its own (``INFRA_GUESTS_LAB_NAME``, default ``guests``;
+``infra lab up --name guests`` beforehand to keep it between runs), beside the session's
+(which binds VMs to a pool: tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from typing import Any
 
 import pytest
 from landscape_root import make_root, write_request
+from test_speed_inventory_lab import ansible_tool, plain
 
-from infra_automation.ansible_plugins.inventory.infra_inventory import _view
 from infra_automation.exceptions import InfraError
 from infra_automation.inventory import Inventory, load_inventory
 from infra_automation.lab import Lab
@@ -45,6 +48,7 @@ from infra_automation.lab.guests import (
     store_file,
 )
 from infra_automation.lab.hosts import network_name, podman
+from infra_automation.lab.orchestrator import GUEST_HOSTS
 
 pytestmark = pytest.mark.lab
 
@@ -115,9 +119,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    """This module's own instance with guests (the session's lab binds VMs to its pool)."""
+    """This module's own instance, as `infra lab up` makes it: guests, no pool hosts (the
+    session's lab binds VMs to its pool)."""
     name = os.environ.get("INFRA_GUESTS_LAB_NAME", "guests")
-    instance = Lab(ROOT, name, LabOptions(routers=2, hosts=1, guests=True))
+    instance = Lab(ROOT, name, LabOptions(routers=2, hosts=GUEST_HOSTS, guests=True))
     try:
         lease = instance.acquire(cleanup_on_failure=os.environ.get("INFRA_LAB_KEEP") != "1")
     except InfraError as exc:
@@ -131,8 +136,9 @@ def inventory(lab: Lab) -> Inventory:
     inventory = load_inventory(lab.inventory_path)
     assert isinstance(inventory.binder(), GuestBinder), (
         f"lab {lab.name!r} binds VMs with {inventory.spec.host_binding.kind!r}: bring it up "
-        f"with guests (infra lab up --name {lab.name} --guests)"
+        f"with guests (infra lab up --name {lab.name})"
     )
+    assert inventory.select(group="vm-pool") == []  # no pool: the guests are the VMs' hosts
     return inventory
 
 
@@ -182,10 +188,16 @@ def test_three_projects_each_vm_on_its_own_guest(
             assert PROJECTS[project][1] in body and project in body
     all_vms = [vm for p in PROJECTS for vm in vms_of(p)]
     assert len({guests[vm]["container"] for vm in all_vms}) == len(all_vms) == 4
-    hosts = _view(lab.inventory_path)["all"]["hosts"]  # the Ansible inventory plugin's view
+    listed = ansible_tool("ansible-inventory", "-i", str(lab.inventory_path), "--list")
+    assert listed.returncode == 0 and "WARNING" not in listed.stderr, listed.stderr
+    data = plain(json.loads(listed.stdout))  # through the project's inventory plugin
+    hostvars = data["_meta"]["hostvars"]
     for vm in all_vms:
-        assert hosts[vm]["ansible_port"] == guests[vm]["ssh"]
-        assert hosts[vm]["bound_to"] == guests[vm]["container"]
+        assert hostvars[vm]["ansible_port"] == guests[vm]["ssh"]
+        assert hostvars[vm]["bound_to"] == guests[vm]["container"]
+    assert set(all_vms) <= set(data["vm_pool"]["hosts"]) and set(all_vms) <= set(
+        data["debian"]["hosts"]
+    )
 
 
 def test_dry_run_beyond_max_guests_fails_and_changes_nothing(
@@ -212,7 +224,9 @@ def test_dry_run_beyond_max_guests_fails_and_changes_nothing(
 def test_decommission_removes_its_guests_only(
     built: dict[str, dict[str, Any]], lab: Lab, root: Path
 ) -> None:
-    ok(apply(root, "down-gsb", decommission("gsb")))
+    removed = ok(apply(root, "down-gsb", decommission("gsb")))
+    firewall = removed["steps"]["firewall_remove"]  # security found the guest-bound VMs
+    assert sorted(firewall["outputs"]["hosts"]) == vms_of("gsb"), firewall
     running, guests = containers(lab), stored(lab)
     for vm in vms_of("gsb"):
         assert guest_container(lab.context, vm) not in running and vm not in guests

@@ -1,7 +1,8 @@
-"""The lab's guests option in the orchestrator, with fake components: ``up --guests`` starts
-the guests component and records it; a repair by ``acquire`` (the test fixture's, which asks
-only for routers and hosts) keeps it, so running projects' guests are never stranded; an
-explicit ``up`` without it switches it off."""
+"""The lab's guests option in the orchestrator and the CLI, with fake components: guests are
+``infra lab up``'s default (no pool hosts), ``--no-guests`` the fixed pool; the guests
+component starts and is recorded; a repair by ``acquire`` (a fixture's, which asks only for
+routers and hosts) keeps it, so running projects' guests are never stranded; an explicit
+``up`` without it switches it off."""
 
 from __future__ import annotations
 
