@@ -16,9 +16,14 @@ echo
 echo "==> infra apply $REQUEST"
 infra apply "$REQUEST"
 echo
+# The lab gives each VM its own guest container (`infra lab up`'s default): one per VM now.
+echo "==> infra lab status"
+infra lab status || true
+echo
 project=$(sed -n 's/^project: *//p' "$REQUEST")
 echo "Documentation: docs/projects/$project/index.md (HTML site: site/index.html)"
 echo "Run record:    .venv/bin/infra runs list --project $project"
+echo "Another:       a copy of $REQUEST with another project: its VMs get guests of their own"
 
 # The TAM portal over the same record: a demo TAM of this project, a fresh password each time.
 echo "==> infra server (the TAM portal)"
