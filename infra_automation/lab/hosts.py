@@ -3,10 +3,21 @@
 One image is built once per *recipe* (suite, packages, init script) with ``debootstrap``
 and imported into podman as ``localhost/infra-lab-debian:<recipe hash>``; every instance
 reuses it. The packages the playbooks install (nginx, php-fpm, restic, cron,
-node exporter...) are baked in so that a playbook run on fresh hosts is fast.
+node exporter, podman...) are baked in so that a playbook run on fresh hosts is fast.
 
 The image holds no key: the lab's public key is bind-mounted read-only at container start
-and copied to ``/root/.ssh/authorized_keys`` by the init script. Each instance has its
+and copied to ``/root/.ssh/authorized_keys`` by the init script. The key's fingerprint is a
+label of the container, so a container made with another key (left by a deleted clone of
+the checkout, whose key had the same path) is seen stale and made again.
+
+Containers inside the hosts (the containers department, ``playbooks/app.yml``): rootful
+podman in the host needs CAP_SYS_ADMIN (its runtime mounts ``proc`` and the container's
+root) and ``/dev/fuse`` (its storage is fuse-overlayfs: the host's own root is an overlay,
+on which the kernel's overlay cannot stack). Without systemd and with the host's cgroups
+read-only, the role sets podman to ``crun`` with ``cgroups = "disabled"``, the ``file``
+events logger and the host's network. No registry: the rootfs this image was imported from
+is mounted read-only at :data:`BASE_MOUNT`, and the role imports it there as the base image
+of the application's (the same Debian, built once by the lab). Each instance has its
 own podman network (``<prefix>infra-lab``) and containers ``<prefix>debian1..N``, with
 SSH and HTTP published on ports of 127.0.0.1 that podman chooses (read back afterwards).
 
@@ -17,6 +28,8 @@ grant (it lacks CAP_SYS_RESOURCE for podman's defaults). See LAB.md.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import fcntl
 import hashlib
@@ -74,9 +87,18 @@ PACKAGES = (
     "php-pgsql",
     # host firewall (security department)
     "nftables",
+    # containers department: rootful podman inside the host (crun: it runs without
+    # cgroups; fuse-overlayfs: storage on the host's overlay root; netavark provides the
+    # virtual container-network-stack, which debootstrap does not resolve)
+    "podman",
+    "crun",
+    "fuse-overlayfs",
+    "netavark",
 )
 
 KEY_MOUNT = "/etc/infra-lab/authorized_keys"
+# The image's rootfs, read-only in every host: the base of the applications' images.
+BASE_MOUNT = "/usr/local/share/infra-lab/base-rootfs"
 INIT_PATH = "/usr/local/sbin/target-init"
 INIT_SCRIPT = f"""#!/bin/sh
 # Container entry point of the infra-automation lab hosts (no systemd inside).
@@ -104,6 +126,7 @@ cgroup_manager = "cgroupfs"
 HAND_WRITTEN_HOSTS = 3
 HOST_GROUPS = ("debian", "vm-pool")
 LABEL = "io.infra-automation.lab"
+KEY_LABEL = "io.infra-automation.lab.key"  # the SHA-256 fingerprint of the mounted key
 SSH_WAIT = 30.0
 
 
@@ -189,21 +212,28 @@ def run_container(
     pub: Path,
     labels: Mapping[str, str] | None = None,
 ) -> None:
-    """Start one lab host container: the instance's network, the lab key mounted read-only,
-    CAP_NET_ADMIN, SSH and HTTP published on ports of 127.0.0.1 that podman chooses."""
+    """Start one lab host container: the instance's network, the lab key mounted read-only
+    (its fingerprint a label), CAP_NET_ADMIN, what podman inside needs (CAP_SYS_ADMIN,
+    /dev/fuse, the image's rootfs read-only), SSH and HTTP published on ports of 127.0.0.1
+    that podman chooses."""
     extra = [a for k, v in (labels or {}).items() for a in ("--label", f"{k}={v}")]
+    base = base_rootfs(ctx, image)
     podman(
         ctx,
         "run", "-d", "--init",
         "--name", cname,
         "--hostname", hostname,
         "--label", f"{LABEL}={ctx.name}",
+        "--label", f"{KEY_LABEL}={key_fingerprint(pub)}",
         *extra,
         "--network", network,
         "--cap-add", "NET_ADMIN",  # the security department's nftables
+        "--cap-add", "SYS_ADMIN",  # the containers department's podman: its mounts
+        "--device", "/dev/fuse",  # ... and its fuse-overlayfs storage
         "-p", "127.0.0.1::22",
         "-p", "127.0.0.1::80",
         "-v", f"{pub}:{KEY_MOUNT}:ro",
+        *(("-v", f"{base}:{BASE_MOUNT}:ro") if base.is_dir() else ()),
         image,
     )  # fmt: skip
 
@@ -221,9 +251,26 @@ def ensure_network(ctx: LabContext) -> str:
 
 
 def _stale(state: dict[str, Any], image: str, pub: Path) -> bool:
-    """A container of this name that this lab cannot reuse as it is."""
+    """A container of this name that this lab cannot reuse as it is: another image, another
+    key file, or the same key file holding another key (by the fingerprint label)."""
     sources = {str(m.get("Source")) for m in state.get("Mounts") or [] if isinstance(m, dict)}
-    return state.get("ImageName") != image or str(pub) not in sources
+    labels = (state.get("Config") or {}).get("Labels") or {}
+    return (
+        state.get("ImageName") != image
+        or str(pub) not in sources
+        or labels.get(KEY_LABEL) != key_fingerprint(pub)
+    )
+
+
+def key_fingerprint(pub: Path) -> str:
+    """``SHA256:<base64>`` of the public key's blob, as ``ssh-keygen -l`` prints it."""
+    fields = pub.read_text().split()
+    try:
+        blob = base64.b64decode(fields[1], validate=True)
+    except (IndexError, binascii.Error) as exc:
+        raise LabError(f"{pub}: not an OpenSSH public key") from exc
+    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return f"SHA256:{digest}"
 
 
 # --- names and inventory --------------------------------------------------------------------
@@ -381,14 +428,24 @@ def _deb822(stanza: str) -> Mapping[str, str]:
 
 
 def ensure_image(ctx: LabContext) -> str:
-    """The image of the current recipe; built (once, under a lock) when missing."""
+    """The image of the current recipe and its rootfs (the hosts' base for their own
+    containers); built (once, under a lock) when either is missing."""
     tag = image_tag()
-    if _image_exists(ctx, tag):
+    if _image_ready(ctx, tag):
         return tag
     with _locked(ctx.cache_dir / "debian" / "build.lock"):
-        if not _image_exists(ctx, tag):
+        if not _image_ready(ctx, tag):
             build_image(ctx, tag)
     return tag
+
+
+def base_rootfs(ctx: LabContext, image: str) -> Path:
+    """The rootfs ``image`` was imported from (under the shared cache)."""
+    return ctx.cache_dir / "debian" / f"rootfs-{image.rsplit(':', 1)[-1]}"
+
+
+def _image_ready(ctx: LabContext, tag: str) -> bool:
+    return _image_exists(ctx, tag) and (base_rootfs(ctx, tag) / INIT_PATH.lstrip("/")).is_file()
 
 
 def _image_exists(ctx: LabContext, tag: str) -> bool:
@@ -405,7 +462,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 def build_image(ctx: LabContext, tag: str) -> None:
     """debootstrap a rootfs under the cache, prepare it, ``podman import`` it as ``tag``."""
-    rootfs = ctx.cache_dir / "debian" / f"rootfs-{tag.rsplit(':', 1)[1]}"
+    rootfs = base_rootfs(ctx, tag)
     if not (rootfs / INIT_PATH.lstrip("/")).is_file():
         _debootstrap(rootfs)
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
