@@ -8,6 +8,9 @@ scripts/bootstrap.sh
 VENV=${VENV:-.venv}
 export PATH="$PWD/$VENV/bin:$PATH"
 export ANSIBLE_HOME="$PWD/.infra/ansible-home"
+# The lab tests on an instance of their own (bound to a pool of hosts), beside the lab
+# `make demo` brings up (guests): INFRA_LAB_NAME picks another.
+export INFRA_LAB_NAME=${INFRA_LAB_NAME:-tests}
 # PostgreSQL and Redis on 127.0.0.1 (scripts/services.sh): the database suites run on both
 # SQLite and PostgreSQL.
 eval "$(scripts/services.sh)"

@@ -8,7 +8,10 @@
   ``pytest -m "not lab"`` runs the quick tests without starting anything. When the lab
   cannot start, every test using the fixture ERRORs with the reason; a ``lab`` test that
   skips is turned into a failure (lab tests never skip silently).
-- ``INFRA_LAB_NAME`` picks another instance (default ``lab``, inventory ``inventories/lab``).
+- ``INFRA_LAB_NAME`` picks another instance (default ``lab``, inventory ``inventories/lab``;
+  ``scripts/test.sh``: ``tests``). The session's lab binds VMs to a pool of four hosts
+  (``--no-guests``); an instance up with guests (``infra lab up``'s default) is refused as it
+  is, never switched (test_guests_lab.py builds on guests, on an instance of its own).
 """
 
 from __future__ import annotations
@@ -53,19 +56,32 @@ def pytest_runtest_makereport(
 @pytest.fixture(scope="session")
 def lab(pytestconfig: pytest.Config) -> Iterator[Lab]:
     name = os.environ.get("INFRA_LAB_NAME", DEFAULT_NAME)
+    error: InfraError | str | None = None
     try:
-        running = Lab(ROOT, name).options  # what the last `up` asked for (defaults if none)
-        # The tests need core+edge, four pool hosts (a project scaled to three web VMs beside
-        # the pool's spare) and vCenter at least; a bigger lab stays so.
-        options = LabOptions(routers=max(running.routers, 2), hosts=max(running.hosts, 4))
-        instance = Lab(ROOT, name, options)
-        lease = instance.acquire(cleanup_on_failure=os.environ.get("INFRA_LAB_KEEP") != "1")
+        recorded = Lab(ROOT, name)
+        running = recorded.options  # what the last `up` asked for (defaults if none)
+        # The session's tests bind VMs to a pool (`infra lab up --no-guests`): core+edge, four
+        # pool hosts (a project scaled to three web VMs beside the pool's spare) and vCenter at
+        # least; a bigger lab stays so. A lab up with guests (`infra lab up`'s default) is
+        # never switched: its projects' VMs live on their guests (tests/integration/
+        # test_guests_lab.py builds on guests, on an instance of its own).
+        if recorded.is_up() and running.guests:
+            error = (
+                f"it is up with guests (`infra lab up`'s default) and the session's lab tests "
+                f"bind VMs to a pool of hosts; it is left as it is: run them on an instance of "
+                f"their own (INFRA_LAB_NAME=tests, as scripts/test.sh does), or "
+                f"`infra lab up --name {name} --no-guests --hosts 4`"
+            )
+        else:
+            options = LabOptions(
+                routers=max(running.routers, 2), hosts=max(running.hosts, 4), guests=False
+            )
+            instance = Lab(ROOT, name, options)
+            lease = instance.acquire(cleanup_on_failure=os.environ.get("INFRA_LAB_KEEP") != "1")
     except InfraError as exc:
-        error: InfraError | None = exc
-    else:
-        error = None
+        error = exc
     if error is not None:  # outside the except: the report shows the reason, not a chain
-        pytest.fail(f"the lab {name!r} could not start: {error}", pytrace=False)
+        pytest.fail(f"the lab {name!r} cannot serve the lab tests: {error}", pytrace=False)
     yield instance
     outcome = instance.release(lease, keep=os.environ.get("INFRA_LAB_KEEP") == "1")
     reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")

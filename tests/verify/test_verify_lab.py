@@ -101,8 +101,9 @@ def power_off(inventory: Inventory, path: str) -> None:
         Disconnect(si)
 
 
-def on_host(inventory: Inventory, bound_to: str, command: str) -> None:
-    container = str(inventory.host(bound_to).data["container"])
+def on_host(inventory: Inventory, vm: str, command: str) -> None:
+    """``command`` in the container the VM is bound to, whatever the binder (pool, guests)."""
+    container = str(inventory.bound_hosts()[vm].data["container"])
     subprocess.run(["podman", "exec", container, "sh", "-c", command], check=True, timeout=60)
 
 
@@ -125,8 +126,9 @@ def test_out_of_band_changes_are_drift_with_the_difference(
     bound = ledger["state"]["web"]["outputs"]["hosts"][VM]["bound_to"]
     router(inventory, "core", f"no ip route {subnet} Null0")
     power_off(inventory, vm["path"])
-    on_host(inventory, bound, "service nginx stop")
-    on_host(inventory, bound, f"rm -f /etc/cron.d/infra-backup-{PROJECT}")
+    assert inventory.bound_hosts()[VM].data["bound_to"] == bound  # the run's host, still bound
+    on_host(inventory, VM, "service nginx stop")
+    on_host(inventory, VM, f"rm -f /etc/cron.d/infra-backup-{PROJECT}")
     code, report = verify(root)
     assert code == 3
     found = checks(report)
