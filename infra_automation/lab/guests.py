@@ -9,7 +9,8 @@ destroyed (``release``, called by the VMware department's destroy and decommissi
 
 ::
 
-    infra lab up --guests [--max-guests N]    writes host_binding: {kind: lab-guests} and the
+    infra lab up [--max-guests N]             (guests: the default) writes host_binding:
+                                              {kind: lab-guests} and the
                                               lab_guests section into generated/lab.yml
     bind(vm)            the VM's guest (made once, under a reservation), its SSH answering
     bind(vm, dry_run)   the VM's guest if it has one; else a promise (counted against
@@ -85,7 +86,7 @@ class GuestPlanned(ConfigurationError):
 
 
 class LabGuestsConfig(BaseModel):
-    """Inventory section ``lab_guests`` (written by ``infra lab up --guests``)."""
+    """Inventory section ``lab_guests`` (written by ``infra lab up``, guests its default)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -227,7 +228,7 @@ class GuestBinder:
         raise TargetRejected(
             f"lab guests: no room for VM {vm!r}: lab_guests.max_guests is {self.max_guests} "
             f"and {len(taken)} guests are made or promised (lab {self.ctx.name!r}; raise it "
-            "with `infra lab up --guests --max-guests N` or lab_guests.max_guests)"
+            "with `infra lab up --max-guests N` or lab_guests.max_guests)"
         )
 
     def _ensure(self, vm: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -286,7 +287,7 @@ def _section(inventory: Inventory) -> LabGuestsConfig:
     except ConfigurationError as exc:
         raise ConfigurationError(
             f"host_binding kind {KIND!r} needs the {SECTION!r} section ({exc}); "
-            "`infra lab up --guests` writes it"
+            "`infra lab up` (guests are its default) writes it"
         ) from exc
 
 
@@ -332,7 +333,7 @@ def default_max_guests(guest_memory_mb: int = GUEST_MEMORY_MB, meminfo: Path = M
 
 
 class LabGuests:
-    """Lab component ``guests`` (``infra lab up --guests``): the binding's settings in the
+    """Lab component ``guests`` (``infra lab up``'s default): the binding's settings in the
     generated inventory; ``down`` removes every guest of the instance."""
 
     name = "guests"

@@ -151,7 +151,7 @@ def validate_options(options: LabOptions) -> LabOptions:
     if options.max_guests is not None and not 0 <= options.max_guests <= MAX_GUESTS:
         raise LabError(f"max_guests: {options.max_guests} is invalid: 0..{MAX_GUESTS}")
     if options.max_guests is not None and not options.guests:
-        raise LabError("max_guests: only with guests (infra lab up --guests --max-guests N)")
+        raise LabError("max_guests: only with guests (infra lab up --max-guests N)")
     return options
 
 

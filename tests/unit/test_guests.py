@@ -100,7 +100,8 @@ def test_unknown_kind_names_the_entry_point_kinds(tmp_path: Path) -> None:
 def test_missing_section_says_what_writes_it(tmp_path: Path) -> None:
     folder = make_inventory(tmp_path)
     (folder / "generated" / "lab.yml").write_text("host_binding: {kind: lab-guests}\n")
-    with pytest.raises(ConfigurationError, match=r"needs the 'lab_guests' section.*--guests"):
+    message = r"needs the 'lab_guests' section.*`infra lab up` \(guests are its default"
+    with pytest.raises(ConfigurationError, match=message):
         load_inventory(folder).binder()
 
 
