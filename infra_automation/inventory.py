@@ -35,7 +35,6 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -51,6 +50,7 @@ from pydantic import (
 from infra_automation import yamlio
 from infra_automation.exceptions import ConfigurationError, TargetRejected
 from infra_automation.files import write_atomic
+from infra_automation.registry import EntryPointRegistry
 from infra_automation.secrets import Secrets
 from infra_automation.sections import SECTIONS
 
@@ -238,12 +238,7 @@ class Inventory:
         """The inventory's binder, made once: it holds the dry-run promises of the run."""
         with self._binder_lock:
             if self._binder is None:
-                kind = self.spec.host_binding.kind
-                factory = binder_factory(kind)
-                if factory is None:
-                    known = ", ".join(sorted({*BINDERS, *_binder_entry_points()}))
-                    raise ConfigurationError(f"unknown host_binding kind {kind!r} (known: {known})")
-                self._binder = factory(self)
+                self._binder = BINDER_KINDS.get(self.spec.host_binding.kind)(self)
             return self._binder
 
     def _resolve(self, name: str, host: Host) -> Host:
@@ -421,26 +416,16 @@ BINDER_ENTRY_POINTS = "infra_automation.host_binders"
 the built-in lab's ``lab-guests`` (:mod:`infra_automation.lab.guests`) is one."""
 
 
-def _binder_entry_points() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=BINDER_ENTRY_POINTS)}
+BINDER_KINDS = EntryPointRegistry[Callable[[Inventory], HostBinder]](
+    BINDER_ENTRY_POINTS, "host_binding kind", items=BINDERS
+)
+"""The binder kinds: :data:`BINDERS` (registered and loaded), then the entry points."""
 
 
 def binder_factory(kind: str) -> Callable[[Inventory], HostBinder] | None:
     """The binder kind ``kind``: from :data:`BINDERS`, else its entry point (loaded once,
     then kept in :data:`BINDERS`); ``None`` when nobody registers it."""
-    if kind in BINDERS:
-        return BINDERS[kind]
-    ep = _binder_entry_points().get(kind)
-    if ep is None:
-        return None
-    try:
-        factory: Callable[[Inventory], HostBinder] = ep.load()
-    except Exception as exc:
-        raise ConfigurationError(
-            f"host_binding kind {kind!r}: entry point {ep.value} fails to load: {exc!r}"
-        ) from exc
-    BINDERS.setdefault(kind, factory)
-    return BINDERS[kind]
+    return BINDER_KINDS.find(kind)
 
 
 # --- loading --------------------------------------------------------------------------------

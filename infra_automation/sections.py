@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import importlib
 import re
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from infra_automation.exceptions import ConfigurationError
+from infra_automation.registry import EntryPointRegistry
 
 ENTRY_POINT_GROUP = "infra_automation.inventory_sections"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -59,47 +58,34 @@ class SectionRegistry:
     """Inventory sections by key, fed by :meth:`register` and the entry-point group.
 
     Each registry owns its own dict; entry points are read once (their names only) and a
-    section's module is imported when an inventory holding that key is validated.
+    section's module is imported when an inventory holding that key is validated
+    (:class:`~infra_automation.registry.EntryPointRegistry`).
     """
 
     def __init__(self, *, use_entry_points: bool = True) -> None:
-        self._sections: dict[str, InventorySection] = {}
-        self._entry_points: dict[str, str] = {}
-        self._loaded = not use_entry_points
-        self._lock = threading.Lock()
+        self._sections = EntryPointRegistry[InventorySection](
+            ENTRY_POINT_GROUP,
+            "inventory section",
+            load=_load_target,
+            use_entry_points=use_entry_points,
+        )
 
     def register(self, section: InventorySection, *, replace: bool = False) -> None:
         _check_section(section)
-        with self._lock:
-            if section.name in self._sections and not replace:
-                raise ValueError(f"inventory section {section.name!r} is already registered")
-            self._sections[section.name] = section
+        self._sections.register(section.name, section, replace=replace)
 
     def unregister(self, name: str) -> None:
-        with self._lock:
-            self._sections.pop(name, None)
-            self._entry_points.pop(name, None)
+        self._sections.unregister(name)
 
     def names(self) -> list[str]:
-        self._load_entry_points()
-        return sorted(set(self._sections) | set(self._entry_points))
+        return self._sections.names()
 
     def __contains__(self, name: object) -> bool:
-        return name in self.names()
+        return name in self._sections
 
     def get(self, name: str) -> InventorySection:
         """The section registered as ``name`` (its module imported now)."""
-        self._load_entry_points()
-        section = self._sections.get(name)
-        if section is not None:
-            return section
-        target = self._entry_points.get(name)
-        if target is None:
-            known = ", ".join(self.names()) or "none"
-            raise ConfigurationError(f"no inventory section {name!r} (known sections: {known})")
-        section = _load_target(name, target)
-        with self._lock:
-            return self._sections.setdefault(name, section)
+        return self._sections.get(name)
 
     def validate(self, data: Mapping[str, Any], *, core: Iterable[str] = ()) -> dict[str, Any]:
         """Each key of ``data`` validated by its section's model.
@@ -114,16 +100,6 @@ class SectionRegistry:
         models = tuple(sorted((key, self.get(key).model) for key in data))
         validated = _sections_model(models).model_validate(dict(data))
         return {key: getattr(validated, f"s{i}") for i, (key, _) in enumerate(models)}
-
-    def _load_entry_points(self) -> None:
-        if self._loaded:
-            return
-        with self._lock:
-            if self._loaded:
-                return
-            for ep in entry_points(group=ENTRY_POINT_GROUP):
-                self._entry_points.setdefault(ep.name, ep.value)
-            self._loaded = True
 
 
 def _check_section(section: object) -> None:

@@ -50,7 +50,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import sqlalchemy as sa
@@ -66,6 +65,7 @@ from infra_automation.record import RunRecord, RunRecorder, RunStore
 from infra_automation.record import StepRecord as RecordedRun
 from infra_automation.record import events as events_table
 from infra_automation.record import runs as runs_table
+from infra_automation.registry import EntryPointRegistry
 from infra_automation.render import render_value
 from infra_automation.results import ErrorKind, error_kind_of
 from infra_automation.scheduler import base_variables
@@ -237,48 +237,23 @@ BUILTIN = {
 
 class VerifierRegistry:
     """Verifiers by executor key, fed by :meth:`register`, :data:`BUILTIN` and the
-    entry-point group."""
+    entry-point group (:class:`~infra_automation.registry.EntryPointRegistry`)."""
 
     def __init__(self, *, use_entry_points: bool = True) -> None:
-        self._factories: dict[str, Callable[[], Verifier]] = {}
-        self._loaded = not use_entry_points
-        self._lock = threading.Lock()
+        self._factories = EntryPointRegistry[Callable[[], Verifier]](
+            ENTRY_POINT_GROUP, "verifier", defaults=BUILTIN, use_entry_points=use_entry_points
+        )
 
     def register(self, key: str, factory: Callable[[], Verifier], *, replace: bool = False) -> None:
-        with self._lock:
-            if key in self._factories and not replace:
-                raise ValueError(f"a verifier for {key!r} is already registered")
-            self._factories[key] = factory
+        self._factories.register(key, factory, replace=replace)
 
     def unregister(self, key: str) -> None:
-        with self._lock:
-            self._factories.pop(key, None)
+        self._factories.unregister(key)
 
     def get(self, key: str) -> Verifier | None:
-        self._load_entry_points()
-        factory = self._factories.get(key)
+        """A verifier for executor ``key``, or None when nobody ships one."""
+        factory = self._factories.find(key)
         return factory() if factory is not None else None
-
-    def _load_entry_points(self) -> None:
-        with self._lock:  # held until registered: parallel steps ask at the same moment
-            if self._loaded:
-                return
-            found = dict(BUILTIN)
-            found.update({ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)})
-            for name, target in found.items():
-                self._factories.setdefault(name, _lazy(target))
-            self._loaded = True
-
-
-def _lazy(target: str) -> Callable[[], Verifier]:
-    def factory() -> Verifier:
-        from importlib import import_module
-
-        module, _, attr = target.partition(":")
-        made = getattr(import_module(module), attr)()
-        return made  # type: ignore[no-any-return]
-
-    return factory
 
 
 VERIFIERS = VerifierRegistry()

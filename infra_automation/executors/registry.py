@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import threading
 from collections.abc import Callable
-from importlib.metadata import entry_points
 
 from infra_automation.exceptions import ExecutorNotFound, ExecutorUnavailable
 from infra_automation.executors.base import Executor, ExecutorInfo
+from infra_automation.registry import EntryPointRegistry
 
 ENTRY_POINT_GROUP = "infra_automation.executors"
 # Which pip extra brings a missing SDK (top-level module name -> extra).
@@ -32,37 +31,35 @@ Factory = Callable[[], Executor]
 
 
 class ExecutorRegistry:
-    """Maps executor keys to factories. Each registry owns its own dict."""
+    """Maps executor keys to factories. Each registry owns its own dict
+    (:class:`~infra_automation.registry.EntryPointRegistry`)."""
 
     def __init__(self, *, use_entry_points: bool = True) -> None:
-        self._factories: dict[str, Factory] = {}
-        self._entry_points: dict[str, str] = {}
-        self._loaded = not use_entry_points
-        self._lock = threading.Lock()
+        self._factories = EntryPointRegistry[Factory](
+            ENTRY_POINT_GROUP,
+            "executor",
+            load=_load_target,
+            not_found=ExecutorNotFound,
+            use_entry_points=use_entry_points,
+        )
 
     def register(self, key: str, factory: Factory, *, replace: bool = False) -> None:
         _check_key(key)
-        with self._lock:
-            if key in self._factories and not replace:
-                raise ValueError(f"executor {key!r} is already registered")
-            self._factories[key] = factory
+        self._factories.register(key, factory, replace=replace)
 
     def unregister(self, key: str) -> None:
-        with self._lock:
-            self._factories.pop(key, None)
+        self._factories.unregister(key)
 
     def keys(self) -> list[str]:
-        self._load_entry_points()
-        return sorted(set(self._factories) | set(self._entry_points))
+        return self._factories.names()
 
     def __contains__(self, key: object) -> bool:
-        self._load_entry_points()
-        return key in self._factories or key in self._entry_points
+        return key in self._factories
 
     def get(self, key: str) -> Executor:
         """Instantiate the executor for ``key``, to run it: clear errors if it is missing
         or its SDK is not installed."""
-        executor = self._factory(key)()
+        executor = self._factories.get(key)()
         _check_requirements(key, executor.info)
         return executor
 
@@ -71,34 +68,11 @@ class ExecutorRegistry:
 
         A factory that is a class carrying ``info`` is not instantiated.
         """
-        factory = self._factory(key)
+        factory = self._factories.get(key)
         info = getattr(factory, "info", None)
         if isinstance(info, ExecutorInfo):
             return info
         return factory().info
-
-    def _factory(self, key: str) -> Factory:
-        self._load_entry_points()
-        factory = self._factories.get(key)
-        if factory is not None:
-            return factory
-        target = self._entry_points.get(key)
-        if target is None:
-            known = ", ".join(self.keys()) or "none"
-            raise ExecutorNotFound(f"no executor {key!r} (known: {known})")
-        factory = _load_target(key, target)
-        with self._lock:
-            return self._factories.setdefault(key, factory)
-
-    def _load_entry_points(self) -> None:
-        if self._loaded:
-            return
-        with self._lock:
-            if self._loaded:
-                return
-            for ep in entry_points(group=ENTRY_POINT_GROUP):
-                self._entry_points.setdefault(ep.name, ep.value)
-            self._loaded = True
 
 
 def _check_requirements(key: str, info: ExecutorInfo) -> None:

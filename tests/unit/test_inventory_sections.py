@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from infra_automation import registry as registry_module
 from infra_automation import sections
 from infra_automation.departments.ipam import IpamConfig, IpamPool, ipam_config
 from infra_automation.departments.vmware import VCenter, vcenter_config
@@ -149,7 +150,7 @@ def test_the_registry_refuses_bad_sections_and_duplicates() -> None:
         registry.register(Section("plain", dict))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="is not an inventory section"):
         registry.register(Dns)  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match=r"no inventory section 'nope' \(known .*dns"):
+    with pytest.raises(ConfigurationError, match=r"no inventory section 'nope' \(known: .*dns"):
         registry.get("nope")
 
 
@@ -180,7 +181,7 @@ def test_a_broken_entry_point_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, target: str, error: str
 ) -> None:
     found = [EntryPoint("broken", target, sections.ENTRY_POINT_GROUP)]
-    monkeypatch.setattr(sections, "entry_points", lambda group: found)
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: found)
     registry = SectionRegistry()
     assert registry.names() == ["broken"]  # names only: nothing imported yet
     with pytest.raises(ConfigurationError, match=error):

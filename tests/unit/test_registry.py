@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
 
+from infra_automation import registry as registry_module
 from infra_automation.exceptions import ExecutorNotFound, ExecutorUnavailable
 from infra_automation.executors import ExecutorRegistry
 from infra_automation.executors.builtin import NoopExecutor
+from infra_automation.executors.registry import ENTRY_POINT_GROUP
 
 
 def test_keys_are_department_dot_action() -> None:
@@ -42,8 +45,9 @@ def test_a_missing_sdk_names_the_extra_that_installs_it(
         "raise ModuleNotFoundError(\"No module named 'pyVmomi'\", name='pyVmomi')\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    registry = ExecutorRegistry(use_entry_points=False)
-    registry._entry_points["vmware.vms"] = "needs_vmware:VmsExecutor"  # as an entry point would
+    found = [EntryPoint("vmware.vms", "needs_vmware:VmsExecutor", ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: found)
+    registry = ExecutorRegistry()
     with pytest.raises(ExecutorUnavailable, match=r"pip install 'infra-automation\[vmware\]'"):
         registry.get("vmware.vms")
     sys.modules.pop("needs_vmware", None)

@@ -267,13 +267,14 @@ def test_builtin_verifiers_load_once_under_parallel_lookups(
     import time
     from concurrent.futures import ThreadPoolExecutor
 
+    import infra_automation.registry as registry_module
     import infra_automation.verify as verify_module
 
     def slow_entry_points(group: str) -> list[object]:
         time.sleep(0.05)  # widens the window the race needed
         return []
 
-    monkeypatch.setattr(verify_module, "entry_points", slow_entry_points)
+    monkeypatch.setattr(registry_module, "entry_points", slow_entry_points)
     registry = verify_module.VerifierRegistry()
     with ThreadPoolExecutor(8) as pool:
         found = list(pool.map(lambda _: registry.get("vmware.folder"), range(16)))
