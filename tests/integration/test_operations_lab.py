@@ -5,14 +5,19 @@ the new VM serves the page, is a monitoring target and has a backup schedule; th
 are left unchanged), scaled back to two (the removed VM is gone from vCenter, monitoring and
 backup, its address free in IPAM and its pool host free), resized small -> medium
 (project-resize: vCenter reports the new CPU/memory) and decommissioned (nothing left in
-vCenter, on the routers, in IPAM, in monitoring or backup). Everything is read back from the
-targets (pyVmomi, netmiko, SSH, HTTP, the controller's registration files, the IPAM tables).
+vCenter, on the routers, in IPAM, in monitoring or backup); a second decommission changes
+nothing and says so. Then a project with a database tier behind its firewall is scaled up
+(the new web VM gets a free address, never the db VM's, and the firewall; the db VM admits
+5432 from it) and down (the removed VM's host is refused 5432 and loses its firewall).
+Everything is read back from the targets (pyVmomi, netmiko, SSH, HTTP, the controller's
+registration files, the IPAM tables, real connections between the lab's containers).
 
 Needs a lab with four pool hosts: ``infra lab up --name po --hosts 4`` and INFRA_LAB_NAME=po.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -75,14 +80,30 @@ def infra(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env, check=False)
 
 
-def verify(root: Path) -> list[dict[str, Any]]:
+def verify(root: Path, project: str = PROJECT) -> list[dict[str, Any]]:
     """``infra verify`` of the project: the checks that are not in sync (none expected)."""
-    run = infra(root, "verify", "-p", PROJECT, "--output", "json", "--no-docs")
+    return [c for c in verify_checks(root, project) if c["state"] != "in-sync"]
+
+
+def verify_checks(root: Path, project: str) -> list[dict[str, Any]]:
+    """Every check of ``infra verify`` of the project."""
+    run = infra(root, "verify", "-p", project, "--output", "json", "--no-docs")
     assert run.returncode in (0, 1, 3), run.stdout[-3000:] + run.stderr[-3000:]
     (report,) = json.loads(run.stdout)["projects"]
     checks = [c for step in report["steps"] for c in step["checks"]]
     assert checks, report
-    return [c for c in checks if c["state"] != "in-sync"]
+    return checks
+
+
+def firewall_verified(root: Path, project: str) -> dict[str, set[str]]:
+    """Verify's firewall checks: VM -> the states of its table's checks (no other drift)."""
+    checks = verify_checks(root, project)
+    assert [c for c in checks if c["state"] == "drifted"] == []
+    found: dict[str, set[str]] = {}
+    for check in checks:
+        if check["resource"] == "firewall inet infra_firewall":
+            found.setdefault(check["target"], set()).add(check["state"])
+    return found
 
 
 def apply(root: Path, name: str, body: str, *extra: str) -> dict[str, Any]:
@@ -339,6 +360,22 @@ def test_decommission_leaves_nothing_behind(
     assert not any(name.startswith(f"{PROJECT}-") for name in bindings(lab))
 
 
+def test_a_second_decommission_changes_nothing_and_says_so(
+    root: Path, inventory: Inventory
+) -> None:
+    again = apply(root, "decommission-again", DECOMMISSION)
+    assert again["status"] == "success"
+    # every department had nothing to do (the docs record each run, as after a re-applied build)
+    changed = {
+        sid: s["diff"] for sid, s in again["steps"].items() if s["changed"] and sid != "docs"
+    }
+    assert changed == {}
+    assert again["steps"]["ipam_lookup"]["outputs"]["allocated"] is False
+    assert again["outputs"]["decommissioned"] is False
+    assert "nothing to decommission" in again["outputs"]["note"]
+    assert vcenter_vms(inventory) == {}
+
+
 def test_ipam_tables_hold_nothing_of_the_project(root: Path) -> None:
     db = open_database(load_settings(root, env={}).database_url)
     try:
@@ -348,3 +385,166 @@ def test_ipam_tables_hold_nothing_of_the_project(root: Path) -> None:
                 assert conn.execute(query, {"p": PROJECT}).scalar() == 0, table
     finally:
         db.dispose()
+
+
+# --- a database tier behind its firewall, scaled (project-landscape, database + firewall) ------
+
+DB_PROJECT = "opsdb"
+DB_WEB = [f"{DB_PROJECT}-web-{i:02d}" for i in (1, 2)]
+DB_VM = f"{DB_PROJECT}-db-01"
+DB_BUILD = f"""\
+service: project-landscape
+project: {DB_PROJECT}
+requester: ci-pipeline
+params: {{web_vms: 1, database: postgresql, firewall: true, backup: false, monitoring: false}}
+"""
+PROBE = """\
+import socket, sys
+s = socket.socket()
+s.settimeout(3)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    print("open")
+except ConnectionRefusedError:
+    print("refused")
+except OSError as exc:
+    print("timeout" if isinstance(exc, TimeoutError) else f"error {exc}")
+"""
+
+
+def db_scale(count: int) -> str:
+    return f"""\
+service: project-scale
+project: {DB_PROJECT}
+requester: ci-pipeline
+params: {{web_vms: {count}, backup: false, monitoring: false}}
+"""
+
+
+def db_request(name: str) -> str:
+    return f"service: {name}\nproject: {DB_PROJECT}\nrequester: ci-pipeline\n"
+
+
+def podman(lab: Lab, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    from infra_automation.lab.hosts import podman_env
+
+    return subprocess.run(
+        ["podman", *args], input=stdin, capture_output=True, text=True, timeout=60,
+        check=False, env={**os.environ, **podman_env(lab.context)},
+    )  # fmt: skip
+
+
+def container_of(inventory: Inventory, lab: Lab, vm: str) -> str:
+    return str(inventory.host(bindings(lab)[vm]).data["container"])
+
+
+def lab_address(lab: Lab, container: str) -> str:
+    return podman(lab, "exec", container, "hostname", "-I").stdout.split()[0]
+
+
+def probe(lab: Lab, source: str, target: str, port: int) -> str:
+    """Connect from inside container ``source`` to ``target:port``: open, refused, timeout."""
+    done = podman(lab, "exec", "-i", source, "python3", "-", target, str(port), stdin=PROBE)
+    return done.stdout.strip() or f"error {done.stderr.strip()}"
+
+
+def nft_table(lab: Lab, container: str) -> str:
+    return podman(lab, "exec", container, "nft", "list", "table", "inet", "infra_firewall").stdout
+
+
+@pytest.fixture(scope="module")
+def db_root(
+    lab: Lab, inventory: Inventory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    path = make_root(tmp_path_factory.mktemp("operations-db") / "root", lab.inventory_path)
+    yield path
+    write_request(path, "cleanup", db_request("project-decommission"))
+    infra(path, "apply", str(path / "cleanup.yml"), "--output", "json", "--no-docs")
+
+
+def db_ipam(root: Path) -> tuple[Any, dict[str, str]]:
+    db = open_database(load_settings(root, env={}).database_url)
+    try:
+        return Ipam(db).find(DB_PROJECT), project_addresses(db, DB_PROJECT)
+    finally:
+        db.dispose()
+
+
+def test_db_tier_scale_up_keeps_the_db_address_and_firewalls_the_new_vm(
+    db_root: Path, inventory: Inventory, lab: Lab
+) -> None:
+    built = apply(db_root, "build", DB_BUILD)
+    db_ip = built["steps"]["db_vm"]["outputs"]["vms"][0]["ip"]
+    result = apply(db_root, "scale2", db_scale(2))
+    steps = result["steps"]
+    assert steps["built"]["outputs"]["params"]["firewall"] is True  # read from the record
+    # IPAM: the db VM keeps its address; the new web VM has a free one of the subnet
+    allocation, addresses = db_ipam(db_root)
+    assert addresses[DB_VM] == db_ip
+    assert addresses[DB_WEB[1]] not in (db_ip, addresses[DB_WEB[0]])
+    assert ipaddress.ip_address(addresses[DB_WEB[1]]) in allocation.subnet
+    (new,) = [vm for vm in steps["vms"]["outputs"]["vms"] if vm["name"] == DB_WEB[1]]
+    assert new["ip"] == addresses[DB_WEB[1]]  # what vCenter's guestinfo says the VM has
+    # the firewall on the new VM's host, loaded before its site opened
+    web2 = container_of(inventory, lab, DB_WEB[1])
+    assert "tcp dport 80 accept" in nft_table(lab, web2)
+    assert set(steps["firewall"]["outputs"]["hosts"]) == set(DB_WEB)
+    facts = steps["db_firewall"]["outputs"]["hosts"][DB_VM]["facts"]["firewall"]
+    assert facts["profile"] == "db"
+    # real traffic: the db VM answers 5432 to the new web VM, not to a host outside the tier
+    db_c, web1 = container_of(inventory, lab, DB_VM), container_of(inventory, lab, DB_WEB[0])
+    db_lab_ip = lab_address(lab, db_c)
+    assert probe(lab, web2, db_lab_ip, 5432) == "open"
+    assert probe(lab, web1, db_lab_ip, 5432) == "open"
+    taken = set(bindings(lab).values())
+    outsider = next(h for h in inventory.select(group="vm-pool") if h not in taken)
+    outsider_c = str(inventory.host(outsider).data["container"])
+    assert probe(lab, outsider_c, db_lab_ip, 5432) == "refused"
+    # the DBA department: the new VM's landing page reads its row from PostgreSQL
+    (url,) = result["outputs"]["site_urls"]
+    assert '<span id="db-status">connected</span>' in page(url)
+    assert DB_WEB[1] in steps["database"]["outputs"]["client_hosts"]
+    # verify reads the firewall tables of the tier as scaled, the new VM's included
+    assert firewall_verified(db_root, DB_PROJECT) == {vm: {"in-sync"} for vm in [*DB_WEB, DB_VM]}
+
+
+def test_db_tier_scale_down_drops_the_removed_vm_from_the_db_firewall(
+    db_root: Path, inventory: Inventory, lab: Lab
+) -> None:
+    web2 = container_of(inventory, lab, DB_WEB[1])
+    db_lab_ip = lab_address(lab, container_of(inventory, lab, DB_VM))
+    _, before = db_ipam(db_root)
+    result = apply(db_root, "scale1", db_scale(1))
+    assert result["steps"]["destroy"]["outputs"]["destroyed"] == [DB_WEB[1]]
+    assert probe(lab, web2, db_lab_ip, 5432) == "refused"  # its former host is out of the set
+    assert nft_table(lab, web2) == ""  # and the reused pool host has no firewall left
+    assert probe(lab, container_of(inventory, lab, DB_WEB[0]), db_lab_ip, 5432) == "open"
+    _, after = db_ipam(db_root)
+    assert after == {k: v for k, v in before.items() if k != DB_WEB[1]} and DB_VM in after
+    assert firewall_verified(db_root, DB_PROJECT) == {vm: {"in-sync"} for vm in [DB_WEB[0], DB_VM]}
+
+
+def test_db_tier_decommission_twice(db_root: Path, inventory: Inventory) -> None:
+    first = apply(db_root, "decommission", db_request("project-decommission"))
+    assert first["outputs"]["decommissioned"] is True
+    assert not [name for name in vcenter_vms_of(inventory, DB_PROJECT)]
+    second = apply(db_root, "decommission", db_request("project-decommission"))
+    assert not [sid for sid, s in second["steps"].items() if s["changed"] and sid != "docs"]
+    assert second["outputs"]["decommissioned"] is False
+    assert db_ipam(db_root) == (None, {})
+
+
+def vcenter_vms_of(inventory: Inventory, project: str) -> list[str]:
+    from pyVim.connect import Disconnect, SmartConnect
+    from pyVmomi import vim
+
+    vc = vcenter_config(inventory)
+    pwd = inventory.secrets.get(vc.password_secret)
+    si = SmartConnect(host=vc.host, port=vc.port, user=vc.username, pwd=pwd, protocol="http")
+    try:
+        view = si.content.viewManager.CreateContainerView(
+            si.content.rootFolder, [vim.VirtualMachine], True
+        )
+        return [vm.name for vm in view.view if vm.name.startswith(f"{project}-")]
+    finally:
+        Disconnect(si)

@@ -1,13 +1,14 @@
 """The security department on the lab: gateway ACLs on the core router, nftables on the VMs.
 
-A web_vms=1 landscape with ``firewall: true``, through the CLI as a pipeline calls it, then
-real traffic between the lab's containers: from another lab host, port 80 of the web VM
-answers, SSH and a listener started on a forbidden port are refused, while the machine
-(the management range) still reaches SSH and the page. The core router's running and saved
-config hold the ACLs; a dry run changes nothing; a second apply changes nothing; a ruleset
-removed behind our back shows in the dry run and comes back with the next apply;
-decommission removes both. Last, the db profile on free lab hosts: 5432 from the web host
-answers, from any other host it is refused. Everything is read back from the targets.
+A web_vms=1 landscape with ``firewall: true``, through the CLI as a pipeline calls it, then real
+traffic between the lab's containers: from another lab host, port 80 of the web VM answers, SSH
+and a listener started on a forbidden port are refused, while the machine (the management
+range) still reaches SSH and the page. The core router's running and saved config hold the
+ACLs; a dry run changes nothing; a second apply changes nothing; a ruleset removed behind our
+back shows in the dry run and in ``infra verify`` (the table gone, or flushed, is drift) and
+comes back with the next apply; decommission removes both. Last, the db profile on free lab
+hosts: 5432 from the web host answers, from any other host it is refused. Everything is read
+back from the targets.
 """
 
 from __future__ import annotations
@@ -141,6 +142,16 @@ def acl_states(root: Path) -> dict[str, str]:
     assert run.returncode in (0, 1, 3), run.stdout[-2000:] + run.stderr[-2000:]
     (project,) = json.loads(run.stdout)["projects"]
     return {s["step_id"]: s["state"] for s in project["steps"] if s["step_id"] == "gateway_acl"}
+
+
+def firewall_states(root: Path) -> dict[str, tuple[str, str]]:
+    """``infra verify``'s checks of the firewall step's nftables table: VM -> (state, found)."""
+    run = infra(root, "verify", "--project", PROJECT, "--output", "json")
+    assert run.returncode in (0, 1, 3), run.stdout[-2000:] + run.stderr[-2000:]
+    (project,) = json.loads(run.stdout)["projects"]
+    (step,) = [s for s in project["steps"] if s["step_id"] == "firewall"]
+    tables = [c for c in step["checks"] if c["resource"] == "firewall inet infra_firewall"]
+    return {c["target"]: (c["state"], c["found"]) for c in tables}
 
 
 def acl_lines(config: str) -> list[str]:
@@ -327,8 +338,12 @@ def test_second_apply_changes_nothing(applied: dict[str, Any], root: Path) -> No
 def test_a_ruleset_removed_behind_our_back_is_seen_and_restored(
     applied: dict[str, Any], web: dict[str, str], inventory: Inventory, lab: Lab, root: Path
 ) -> None:
+    rules = applied["steps"]["firewall"]["outputs"]["hosts"][web["vm"]]["facts"]["firewall"]
+    assert firewall_states(root) == {web["vm"]: ("in-sync", "\n".join(rules["rules"]))}
     podman(lab, "exec", web["container"], "nft", "delete", "table", "inet", "infra_firewall")
     podman(lab, "exec", web["container"], "rm", "/etc/infra-firewall.nft")
+    # infra verify sees the host's table gone
+    assert firewall_states(root) == {web["vm"]: ("drifted", "(no table inet infra_firewall)")}
     lost = next(line for line in router_acl(inventory) if " seq 10 deny " in line)
     configure(inventory, f"no {lost}")
     assert acl_states(root) == {"gateway_acl": "drifted"}  # infra verify sees the ACL drift
@@ -341,8 +356,29 @@ def test_a_ruleset_removed_behind_our_back_is_seen_and_restored(
     assert restored["steps"]["firewall"]["changed"] is True
     assert "table inet infra_firewall" in ruleset(lab, web["container"])
     assert lost in router_acl(inventory) and acl_states(root) == {"gateway_acl": "in-sync"}
+    assert firewall_states(root)[web["vm"]][0] == "in-sync"
     outsider = others(lab, inventory, web["container"])[0]
     assert probe(lab, outsider, web["ip"], 22) == "refused"
+
+
+def test_a_rule_deleted_on_the_host_is_drift_in_verify_and_restored(
+    applied: dict[str, Any], web: dict[str, str], inventory: Inventory, lab: Lab, root: Path
+) -> None:
+    """(A flushed table keeps its chain's drop policy: the host answers nothing, not even
+    SSH, and verify reads it unverifiable; one rule gone shows what verify compares.)"""
+    listing = podman(lab, "exec", web["container"], "nft", "-a", "list", "chain", "inet",
+                     "infra_firewall", "input").stdout  # fmt: skip
+    (handle,) = [line.split()[-1] for line in listing.splitlines() if "tcp dport 80 accept" in line]
+    podman(lab, "exec", web["container"], "nft", "delete", "rule", "inet", "infra_firewall",
+           "input", "handle", handle)  # fmt: skip
+    outsider = others(lab, inventory, web["container"])[0]
+    assert probe(lab, outsider, web["ip"], 80) == "refused"  # the site is cut off
+    state, found = firewall_states(root)[web["vm"]]
+    assert state == "drifted" and "tcp dport 80 accept" not in found
+    restored = apply(root)
+    assert restored["steps"]["firewall"]["changed"] is True  # re-loaded: live != loaded
+    assert firewall_states(root)[web["vm"]][0] == "in-sync"
+    assert probe(lab, outsider, web["ip"], 80) == "open"
 
 
 def test_decommission_removes_acl_and_firewall(
