@@ -17,8 +17,9 @@ Read, later sources winning, from defaults, ``<root>/infra.toml`` and the enviro
     verify_every = "1h"        # `infra worker --beat`: verify every project this often (off)
     drift_webhook = "https://hooks.example/drift"   # POST when verify finds drift (off)
 
-    [queues]                   # department -> Celery queue (default: the department's name)
-    os = "ansible"
+    [queues]                   # department -> Celery queue (none: each department's name)
+    os = "ansible"             # with [queues], map every department the catalog uses:
+    network = "network"        # workers and submissions refuse one left out (exit 2)
 
 Environment: ``INFRA_ROOT`` (the project root, default: the current directory),
 ``INFRA_DATABASE_URL``, ``INFRA_BROKER_URL``, ``INFRA_LEASE_TTL``, ``INFRA_DATABASE_TIMEOUT``

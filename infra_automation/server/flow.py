@@ -26,6 +26,7 @@ from infra_automation.changes import (
 )
 from infra_automation.request import Request
 from infra_automation.server.state import ServerState, queued
+from infra_automation.workers.queues import departments_of, require_mapped
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,13 @@ def submit(
     change_id: str | None = None,
 ) -> Submitted:
     """Queue ``request``'s run, through the change gate where a policy governs its service
-    (or ``change_type`` / ``change_id`` name a change). A dry run (``check``) is no change."""
+    (or ``change_type`` / ``change_id`` name a change). A dry run (``check``) is no change.
+    With a broker, ConfigurationError (422) before anything is recorded if a department of
+    the service has no queue (:mod:`infra_automation.workers.queues`)."""
     engine = state.engine
+    if state.runs.broker:
+        service = engine.catalog().get(request.service)
+        require_mapped(engine.settings, departments_of([service]))
     changes = state.changes
     explicit = change_type is not None or change_id is not None
     if check or (not explicit and not changes.managed(request.service, request.inventory)):

@@ -43,6 +43,7 @@ from infra_automation.exceptions import ChangeError, InfraError, RunLocked, RunN
 from infra_automation.planner import Plan
 from infra_automation.record import QUEUED, runs
 from infra_automation.results import RunResult
+from infra_automation.workers.queues import require_plan_mapped
 
 log = logging.getLogger(__name__)
 DEFAULT_LIMIT = 1000  # runs waiting for a thread of this server before it answers 429
@@ -101,9 +102,12 @@ class RunQueue:
         parallel: int | None = None,
         change: str | None = None,
     ) -> str | None:
-        """Queue ``plan``'s run; its id, or None when ``limit`` runs wait already."""
+        """Queue ``plan``'s run; its id, or None when ``limit`` runs wait already. With a
+        broker, ConfigurationError if a department of the plan has no queue."""
         if self.full():
             return None
+        if self.broker:
+            require_plan_mapped(self.engine.settings, plan)
         self._intake()
         docs = self.engine.load_observers
         run_id = self.engine.submit(plan, check=check, parallel=parallel, docs=docs, change=change)
@@ -111,9 +115,13 @@ class RunQueue:
         return run_id
 
     def resume(self, run_id: str, plan: Plan | None = None) -> str | None:
-        """Queue a resume of ``run_id``; the new run's id, or None when the queue is full."""
+        """Queue a resume of ``run_id``; the new run's id, or None when the queue is full
+        (refused as :meth:`submit` is)."""
         if self.full():
             return None
+        if self.broker:
+            plan = plan or self.engine.resume_plan(run_id)
+            require_plan_mapped(self.engine.settings, plan)
         self._intake()
         docs = self.engine.load_observers
         new = self.engine.submit_resume(run_id, plan=plan, docs=docs)

@@ -13,9 +13,11 @@ RabbitMQ by URL) only carries two kinds of message, both safe to lose or to repe
   serving it schedules the queued run (:class:`~infra_automation.workers.service.SchedulerService`),
   holding the project lease of the run, so that one place at a time schedules a run;
 - ``infra.run_step(run_id, step_id, queue)`` on the queue of the step's department
-  (``[queues]`` of infra.toml, default: the department's name): a worker serving it takes the
-  lease ``step:<run>:<step>``, checks in the record that the step has not run, runs it
-  (:meth:`infra_automation.engine.Engine.run_step`) and heartbeats the lease meanwhile.
+  (``[queues]`` of infra.toml, which then maps every department of the catalog: see
+  :mod:`~infra_automation.workers.queues`; without it the department's name): a worker
+  serving it takes the lease ``step:<run>:<step>``, checks in the record that the step has
+  not run, runs it (:meth:`infra_automation.engine.Engine.run_step`) and heartbeats the
+  lease meanwhile.
 
 Faults: a step whose worker died (its lease expired while the step reads ``running``) is
 recorded ``interrupted``; it is dispatched again when its executor is safe to re-run

@@ -20,6 +20,7 @@ from infra_automation.planner import Plan
 from infra_automation.record import INTERRUPTED, QUEUED, RUNNING, RunRecord, recorded_result
 from infra_automation.results import RunResult
 from infra_automation.workers.app import SCHEDULE_RUN, Celery, describe, make_app
+from infra_automation.workers.queues import require_plan_mapped
 
 log = logging.getLogger(__name__)
 FOLLOW_POLL = 0.1
@@ -36,7 +37,10 @@ def submit(
     docs: bool = True,
     app: Celery | None = None,
 ) -> str:
-    """Queue ``plan`` as a run (RunLocked if its project is busy) and send it; its id."""
+    """Queue ``plan`` as a run (RunLocked if its project is busy) and send it; its id.
+    ConfigurationError before anything is queued if a department of the plan has no queue
+    (:mod:`~infra_automation.workers.queues`)."""
+    require_plan_mapped(engine.settings, plan)
     run_id = engine.submit(plan, check=check, parallel=parallel, docs=docs)
     _send(engine, run_id, app)
     return run_id
@@ -52,7 +56,10 @@ def submit_resume(
     docs: bool = True,
     app: Celery | None = None,
 ) -> str:
-    """Queue a resume of ``run_id`` and send it; the new run's id."""
+    """Queue a resume of ``run_id`` and send it; the new run's id (refused as :func:`submit`
+    is if a department of the plan has no queue)."""
+    plan = plan or engine.resume_plan(run_id)
+    require_plan_mapped(engine.settings, plan)
     new = engine.submit_resume(run_id, parallel=parallel, plan=plan, changed=changed, docs=docs)
     _send(engine, new, app)
     return new

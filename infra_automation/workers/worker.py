@@ -6,6 +6,7 @@ import importlib.util
 import os
 from collections.abc import Sequence
 
+from infra_automation.catalog import load_catalog
 from infra_automation.config import Settings
 from infra_automation.engine import Engine, load_entry_point_observers
 from infra_automation.events import Observer
@@ -15,6 +16,7 @@ from infra_automation.metrics.prometheus import serve_metrics
 from infra_automation.secrets import remember_url_password
 from infra_automation.workers.app import make_app
 from infra_automation.workers.beat import bind_verify_tasks, enable_beat, require_interval
+from infra_automation.workers.queues import require_catalog_mapped
 from infra_automation.workers.service import SchedulerService
 from infra_automation.workers.tasks import WorkerContext, bind_tasks
 
@@ -87,6 +89,8 @@ def serve(
     registry = registry or REGISTRY
     remember_url_password(settings.broker_url or "")
     chosen = choose_queues(settings, registry, queues)
+    if settings.queues:  # every department of the catalog has a queue (exit 2 otherwise)
+        require_catalog_mapped(settings, load_catalog(settings.catalog_dir))
     if beat:
         require_interval(settings)  # ConfigurationError: nothing to schedule
     app = make_app(settings)

@@ -21,7 +21,10 @@ import httpx
 import pytest
 import redis
 import sqlalchemy as sa
+import yaml
+from typer.testing import CliRunner
 
+from infra_automation.cli import app
 from infra_automation.config import load_settings
 from infra_automation.engine import Engine
 from infra_automation.exceptions import InfraError
@@ -181,6 +184,49 @@ def test_with_a_broker_the_run_goes_to_the_workers(tmp_path: Path) -> None:
         broker.delete(queue)
         broker.close()
     assert len(messages) == 1 and run_id in messages[0] and "infra.schedule_run" in messages[0]
+
+
+def test_with_a_broker_a_department_without_a_queue_is_refused(tmp_path: Path) -> None:
+    """``[queues]`` maps core only: a service with a ``net`` step is refused (422, and exit
+    2 for ``infra --server URL apply``; its dry run too) naming the department and the key;
+    nothing is queued. A service of mapped departments still goes to the workers."""
+    url = os.environ.get("INFRA_TEST_REDIS_URL")
+    if not url:
+        pytest.fail('INFRA_TEST_REDIS_URL is not set: eval "$(scripts/services.sh)"')
+    root = make_root(tmp_path / "project")
+    tag = uuid.uuid4().hex[:8]
+    (root / "infra.toml").write_text(
+        f'scheduler_queue = "srv-{tag}-runs"\n[queues]\ncore = "srv-{tag}-core"\n'
+    )
+    steps = [{"id": "a", "executor": "core.noop"}, {"id": "b", "department": "net",
+              "executor": "core.noop", "needs": ["a"]}]  # fmt: skip
+    service = {"name": "netted", "description": "a step of net", "owner": "t", "steps": steps}
+    (root / "catalog" / "netted.yml").write_text(yaml.safe_dump(service))
+    (root / "requests" / "netted.yml").write_text(
+        yaml.safe_dump({"service": "netted", "project": "netted", "requester": "t"})
+    )
+    broker = redis.Redis.from_url(url)
+    try:
+        with live_server(root, env={"INFRA_BROKER_URL": url}, workers=2) as live:
+            refused = post(live, {"service": "netted", "project": "netted"})[0]
+            env = {"INFRA_SERVER": live.url, "INFRA_TOKEN": live.tokens[Role.ENGINEER]}
+            cli = CliRunner().invoke(app, ["apply", str(root / "requests" / "netted.yml")], env=env)
+            mapped = post(live, {"service": "quick", "project": "mapped"})[0]
+            with live.client(Role.ENGINEER) as http:
+                netted = {"service": "netted", "project": "netted"}
+                checked = http.post(f"{API}/requests/check", json=netted)
+                listed = http.get(f"{API}/runs", params={"project": "netted"}).json()["runs"]
+    finally:
+        broker.delete(f"srv-{tag}-runs")
+        broker.close()
+    assert refused.status_code == checked.status_code == 422, refused.text
+    assert "department 'net'" in checked.json()["message"]  # a dry run waits on queues too
+    message = refused.json()["message"]
+    assert "department 'net' (steps of netted)" in message and "[queues] of infra.toml" in message
+    said = " ".join(cli.stderr.split())
+    assert cli.exit_code == 2 and "department 'net'" in said, said
+    assert listed == []  # nothing recorded
+    assert mapped.status_code == 202 and mapped.json()["status"] == "queued", mapped.text
 
 
 # --- two server processes on one PostgreSQL database --------------------------------------

@@ -49,6 +49,8 @@ QUEUE_OF = {
     "monitoring": "hosts",
     "security": "infra",  # the decommission's firewall and ACL removal
     "dba": "hosts",
+    "containers": "hosts",  # the project's app in podman on the web VMs
+    "core": "infra",  # project-scale's read of the build (workers map every department)
 }
 
 
