@@ -97,6 +97,7 @@ PACKAGES = (
 )
 
 KEY_MOUNT = "/etc/infra-lab/authorized_keys"
+POSTGRESQL_PORT = 5432  # the image's cluster (the DBA department's default)
 # The image's rootfs, read-only in every host: the base of the applications' images.
 BASE_MOUNT = "/usr/local/share/infra-lab/base-rootfs"
 INIT_PATH = "/usr/local/sbin/target-init"
@@ -396,7 +397,7 @@ def ssh_login(key: Path, port: int, timeout: float = 15) -> tuple[bool, str]:
 
 def recipe() -> dict[str, Any]:
     """Everything that makes the image what it is; its hash tags the image."""
-    return {"suite": SUITE, "packages": sorted(PACKAGES), "init": INIT_SCRIPT, "rev": 1}
+    return {"suite": SUITE, "packages": sorted(PACKAGES), "init": INIT_SCRIPT, "rev": 2}
 
 
 def image_tag() -> str:
@@ -520,3 +521,19 @@ def _prepare_rootfs(root: Path) -> None:
     ssh_dir.chmod(0o700)
     for cache in (root / "var" / "cache" / "apt" / "archives").glob("*.deb"):
         cache.unlink()
+    _pin_postgresql_port(root)
+
+
+def _pin_postgresql_port(root: Path) -> None:
+    """The image's PostgreSQL cluster on the default port, whatever the build machine runs:
+    ``pg_createcluster`` (run by the package in the chroot, which shares the machine's
+    network) takes the next free port when something listens on 5432 there."""
+    for conf in (root / "etc" / "postgresql").glob("*/*/postgresql.conf"):
+        lines = conf.read_text().splitlines(keepends=True)
+        fixed = [
+            f"port = {POSTGRESQL_PORT}\t\t\t\t# pinned by the lab image recipe\n"
+            if line.split("=", 1)[0].strip() == "port"
+            else line
+            for line in lines
+        ]
+        conf.write_text("".join(fixed))

@@ -99,3 +99,17 @@ def test_the_base_rootfs_is_the_image_s_own(tmp_path: Path) -> None:
     ctx = LabContext(name="t", root=tmp_path, state_dir=tmp_path / ".lab" / "t")
     assert hosts.base_rootfs(ctx, IMAGE).name == "rootfs-0123456789ab"
     assert {"podman", "crun", "fuse-overlayfs", "netavark"} <= set(hosts.PACKAGES)
+
+
+def test_the_image_s_postgresql_cluster_is_pinned_to_5432(tmp_path: Path) -> None:
+    """Built while the machine ran a PostgreSQL of its own, the package's cluster got 5433."""
+    conf = tmp_path / "etc" / "postgresql" / "15" / "main" / "postgresql.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("#port = 1\nlisten_addresses = 'localhost'\nport = 5433\t\t# (change)\nx = 1\n")
+    hosts._pin_postgresql_port(tmp_path)
+    lines = conf.read_text().splitlines()
+    assert [line.split("#")[0].strip() for line in lines if line.startswith("port")] == [
+        "port = 5432"
+    ]
+    assert lines[0] == "#port = 1" and lines[1] == "listen_addresses = 'localhost'"
+    assert lines[3] == "x = 1"
