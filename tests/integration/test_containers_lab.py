@@ -1,9 +1,10 @@
 """The containers department on the lab: a project's app in podman on its web VMs, behind nginx.
 
 A web_vms=2 landscape (backup and monitoring off), then project-app through the CLI as a
-pipeline calls it. On each web VM's host: the app's page answers through nginx on the host's
-published HTTP port (from this machine), the container runs with the host's network, its
-image was built there on the base imported from the lab's Debian rootfs (nothing pulled).
+pipeline calls it: its dry run shows the app and changes nothing. Applied, on each web VM's
+host: the app's page answers through nginx on the host's published HTTP port (from this
+machine), the container runs with the host's network, its image was built there on the base
+imported from the lab's Debian rootfs (nothing pulled).
 A second apply changes nothing; ``infra verify`` is in sync, reports drift once the container
 is stopped on one host behind our back, and is in sync again after the next apply. With
 ``app: false`` the app, its images and its nginx location leave every host (and verify no
@@ -103,8 +104,12 @@ def inventory(lab: Lab) -> Inventory:
 
 
 @pytest.fixture(scope="module")
-def applied(root: Path) -> dict[str, Any]:
-    apply(root, "build")
+def built(root: Path) -> dict[str, Any]:
+    return apply(root, "build")
+
+
+@pytest.fixture(scope="module")
+def applied(root: Path, built: dict[str, Any]) -> dict[str, Any]:
     return apply(root, "app")
 
 
@@ -159,6 +164,22 @@ def layers(lab: Lab, host: str, image: str) -> list[str]:
 
 
 # --- the app ------------------------------------------------------------------------------------
+
+
+def test_the_dry_run_shows_the_app_and_changes_nothing(
+    root: Path, built: dict[str, Any], inventory: Inventory, lab: Lab
+) -> None:
+    """Runs first (file order): the project has no app yet."""
+    check = apply(root, "app", "--check")
+    step = check["steps"]["app"]
+    assert check["check"] is True and step["changed"] is True
+    assert "config.json" in step["diff"] and MESSAGE in step["diff"]
+    assert sorted(step["outputs"]["hosts"]) == [f"{PROJECT}-web-01", f"{PROJECT}-web-02"]
+    for found in step["outputs"]["hosts"].values():
+        host = host_container(inventory, found["bound_to"])
+        assert [c for c in containers(lab, host) if c["Names"] == [CONTAINER]] == []
+        assert IMAGE not in images(lab, host)
+        assert get(found["url"])[0] == 404  # no location for the app yet
 
 
 def test_the_container_s_page_answers_through_nginx_on_each_web_host(
