@@ -475,6 +475,12 @@ def test_db_tier_scale_up_keeps_the_db_address_and_firewalls_the_new_vm(
 ) -> None:
     built = apply(db_root, "build", DB_BUILD)
     db_ip = built["steps"]["db_vm"]["outputs"]["vms"][0]["ip"]
+    # the dry run reads the build and the tier as the apply will, and changes nothing
+    request = write_request(db_root, "scale2", db_scale(2))
+    dry = infra(db_root, "apply", str(request), "--check", "--output", "json", "--no-docs")
+    assert dry.returncode == 0, dry.stdout[-6000:] + dry.stderr[-4000:]
+    assert json.loads(dry.stdout)["steps"]["tier"]["outputs"]["added"] == [DB_WEB[1]]
+    assert db_ipam(db_root)[1] == {} and DB_WEB[1] not in vcenter_vms_of(inventory, DB_PROJECT)
     result = apply(db_root, "scale2", db_scale(2))
     steps = result["steps"]
     assert steps["built"]["outputs"]["params"]["firewall"] is True  # read from the record
