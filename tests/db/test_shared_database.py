@@ -67,17 +67,19 @@ def make_root(base: Path, steps: list[dict[str, object]]) -> Path:
     return base
 
 
-def chain(log: Path) -> list[dict[str, object]]:
+def chain(log: Path, release: Path) -> list[dict[str, object]]:
+    """Five steps in a row; s3 holds the run until ``release`` exists (so the run is still
+    going, whatever the machine's load, while a second process starts and is refused)."""
+
     def value(i: int) -> str:
         return f"{{{{ steps.{CHAIN[i - 1]}.outputs.value }}}}{i}" if i else "0"
 
+    def params(i: int) -> dict[str, object]:
+        held = {"hold_until": str(release)} if CHAIN[i] == "s3" else {}
+        return {"log": str(log), "seconds": 0.4, "value": value(i), **held}
+
     return [
-        step(
-            sid,
-            "test.append",
-            needs=[CHAIN[i - 1]] if i else [],
-            params={"log": str(log), "seconds": 0.4, "value": value(i)},
-        )
+        step(sid, "test.append", needs=[CHAIN[i - 1]] if i else [], params=params(i))
         for i, sid in enumerate(CHAIN)
     ]
 
@@ -96,7 +98,8 @@ def test_a_project_is_locked_per_database_and_resumed_from_another_root(
     tmp_path: Path, database_url: str
 ) -> None:
     log = tmp_path / "calls.log"
-    first = make_root(tmp_path / "checkout-a", chain(log))
+    release = tmp_path / "release"
+    first = make_root(tmp_path / "checkout-a", chain(log, release))
     second = tmp_path / "checkout-b"
     shutil.copytree(first, second)
     store = RunStore(open_database(database_url))
@@ -123,6 +126,7 @@ def test_a_project_is_locked_per_database_and_resumed_from_another_root(
         time.sleep(0.1)
     finished = set(store.get_run(killed.id).steps_with("success"))
     assert {"s1", "s2"} <= finished and "s5" not in finished
+    release.touch()  # the resumed run's s3 goes on at once
 
     resume = infra(second, database_url, "resume", killed.id, "--no-docs", "-o", "json")
     out, err = resume.communicate(timeout=60)

@@ -1,6 +1,7 @@
 """Executors of the database tests, loaded with ``INFRA_PLUGINS=infra_db_test_plugin``:
 
-- ``test.append``: appends ``<step> <value>`` to a log file, sleeps, outputs ``value``.
+- ``test.append``: appends ``<step> <value>`` to a log file, sleeps, outputs ``value``; with
+  ``hold_until`` it then waits (at most a minute) until that file exists.
 - ``test.lockrecord``: locks the run record from another connection for ``seconds``
   (SQLite: an exclusive transaction; PostgreSQL: an exclusive lock on the steps table) and
   succeeds, so that the record cannot be written until the lock goes.
@@ -28,6 +29,7 @@ class AppendParams(BaseModel):
     log: SafeText
     seconds: float = Field(default=0.0, ge=0)
     value: SafeText = ""
+    hold_until: SafeText = ""  # a path: the step ends only once it exists
 
 
 class AppendOutputs(BaseModel):
@@ -52,6 +54,9 @@ class AppendExecutor:
         with Path(p.log).open("a") as log:
             log.write(f"{ctx.step_id} {p.value}\n")
         time.sleep(p.seconds)
+        deadline = time.monotonic() + 60
+        while p.hold_until and not Path(p.hold_until).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         return StepResult.success(changed=True, outputs={"value": p.value})
 
 
