@@ -16,13 +16,13 @@ import sys
 def page(config):
     esc = {k: html.escape(str(v)) for k, v in config.items()}
     return (
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\">"
+        '<!doctype html>\n<html><head><meta charset="utf-8">'
         f"<title>{esc['app']} of {esc['project']}</title></head><body>\n"
         f"<h1>{esc['app']}</h1>\n"
-        f"<p>Project <strong id=\"project\">{esc['project']}</strong>, "
-        f"container <span id=\"container\">{esc['container']}</span> "
-        f"on <span id=\"host\">{html.escape(socket.gethostname())}</span>, served by podman.</p>\n"
-        f"<p id=\"message\">{esc['message']}</p>\n</body></html>\n"
+        f'<p>Project <strong id="project">{esc["project"]}</strong>, '
+        f'container <span id="container">{esc["container"]}</span> '
+        f'on <span id="host">{html.escape(socket.gethostname())}</span>, served by podman.</p>\n'
+        f'<p id="message">{esc["message"]}</p>\n</body></html>\n'
     ).encode()
 
 
@@ -40,7 +40,7 @@ def handler(body):
             self.wfile.write(data)
 
         def log_message(self, fmt, *args):
-            sys.stderr.write("%s %s\n" % (self.address_string(), fmt % args))
+            sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
 
     return Handler
 
@@ -48,7 +48,8 @@ def handler(body):
 def main():
     with open(sys.argv[1], encoding="utf-8") as fh:
         config = json.load(fh)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", int(config["port"])), handler(page(config)))
+    address = ("127.0.0.1", int(config["port"]))
+    server = http.server.ThreadingHTTPServer(address, handler(page(config)))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.serve_forever()
 
