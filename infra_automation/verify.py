@@ -59,6 +59,7 @@ from infra_automation.catalog import Modifies, TargetSelection
 from infra_automation.events import Event, Observer, utcnow
 from infra_automation.exceptions import ConfigurationError, InfraError
 from infra_automation.executors.base import RunResources, StepContext
+from infra_automation.executors.built import since_decommission, with_changes
 from infra_automation.executors.registry import REGISTRY, ExecutorRegistry
 from infra_automation.planner import Plan, PlannedStep
 from infra_automation.record import RunRecord, RunRecorder, RunStore
@@ -77,7 +78,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "infra_automation.verifiers"
-DECOMMISSION_SUFFIX = "-decommission"
 HISTORY_LIMIT = 200  # runs of a project looked at for its recorded state
 EXIT_IN_SYNC, EXIT_ERROR, EXIT_DRIFTED = 0, 1, 3
 
@@ -291,7 +291,7 @@ def recorded_state(engine: Engine, project: str) -> RecordedState:
     listed = [r for r in store.list_runs(project, limit=HISTORY_LIMIT) if not r.check]
     if not listed:
         raise ConfigurationError(f"--project: no applied run of {project!r} in the record")
-    since = _since_decommission(listed)
+    since = since_decommission(listed)
     if not since:
         return RecordedState(project, None, (), (listed[0].id,), note="decommissioned")
     build, request = built_request(engine, since)
@@ -322,12 +322,7 @@ def built_request(engine: Engine, runs: Sequence[RunRecord]) -> tuple[RunRecord,
 def _with_changes(
     build: RunRecord, changes: Sequence[tuple[RunRecord, Modifies]]
 ) -> Mapping[str, Any]:
-    params = dict(build.request.get("params") or {})
-    for run, modifies in reversed(changes):  # oldest first: the newest value wins
-        if modifies.service != build.service:
-            continue
-        given = run.request.get("params") or {}
-        params.update({name: given[name] for name in modifies.params if name in given})
+    params, _ = with_changes(build, changes)
     return {**build.request, "params": params}
 
 
@@ -335,19 +330,7 @@ def has_recorded_state(engine: Engine, project: str) -> bool:
     """Whether the record says ``project`` has something to verify: an applied run since
     its last successful decommission (the scheduled verify passes over the others)."""
     listed = [r for r in engine.store.list_runs(project, limit=HISTORY_LIMIT) if not r.check]
-    return bool(_since_decommission(listed))
-
-
-def _since_decommission(runs: Sequence[RunRecord]) -> list[RunRecord]:
-    """The applied runs (newest first) after the last successful decommission."""
-    kept: list[RunRecord] = []
-    for run in runs:
-        if run.service.endswith(DECOMMISSION_SUFFIX):
-            if run.status == "success":
-                break
-            continue
-        kept.append(run)
-    return kept
+    return bool(since_decommission(listed))
 
 
 def _successes(store: RunStore, runs: Sequence[RunRecord]) -> dict[str, tuple[str, RecordedRun]]:

@@ -19,11 +19,12 @@ the dry run reads the same as the apply. No build in the record fails the step (
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from infra_automation.catalog import Modifies
 from infra_automation.exceptions import ConfigurationError, InfraError
 from infra_automation.executors.base import ExecutorInfo, StepContext
 from infra_automation.record import RunRecord, RunStore
@@ -81,7 +82,7 @@ def built(ctx: StepContext) -> BuiltOutputs:
         for r in store.list_runs(ctx.project, limit=HISTORY_LIMIT)
         if not r.check and r.status != "queued" and r.id != ctx.run_id
     )
-    changes: list[tuple[RunRecord, Mapping[str, Any]]] = []
+    changes: list[tuple[RunRecord, Modifies]] = []
     for run in runs:
         modifies = modifies_of(store, run)
         if modifies is None:
@@ -94,8 +95,9 @@ def built(ctx: StepContext) -> BuiltOutputs:
     )
 
 
-def since_decommission(runs: Any) -> list[RunRecord]:
-    """The runs (newest first) after the last successful decommission."""
+def since_decommission(runs: Iterable[RunRecord]) -> list[RunRecord]:
+    """The runs (newest first) after the last successful decommission (``infra verify``
+    reads the project from these too)."""
     kept: list[RunRecord] = []
     for run in runs:
         if run.service.endswith(DECOMMISSION_SUFFIX):
@@ -106,30 +108,38 @@ def since_decommission(runs: Any) -> list[RunRecord]:
     return kept
 
 
-def modifies_of(store: RunStore, run: RunRecord) -> Mapping[str, Any] | None:
+def modifies_of(store: RunStore, run: RunRecord) -> Modifies | None:
     """What ``run`` modified as its ``run.started`` event recorded it (None: a build)."""
     started = store.events(run.id, kind="run.started")
     data = started[0].data.get("modifies") if started else None
-    return data if isinstance(data, Mapping) else None
+    return Modifies.model_validate(data) if isinstance(data, Mapping) else None
+
+
+def with_changes(
+    build: RunRecord, changes: Sequence[tuple[RunRecord, Modifies]]
+) -> tuple[dict[str, Any], list[str]]:
+    """The build's params with those the successful ``changes`` (newest first) of its
+    service set, and the ids of the changes applied (oldest first: the newest value wins)."""
+    params = dict(build.request.get("params") or {})
+    applied: list[str] = []
+    for run, modifies in reversed(changes):
+        if modifies.service != build.service:
+            continue
+        given = run.request.get("params") or {}
+        params.update({name: given[name] for name in modifies.params if name in given})
+        applied.append(run.id)
+    return params, applied
 
 
 def _outputs(
     project: str,
     build: RunRecord,
-    changes: Sequence[tuple[RunRecord, Mapping[str, Any]]],
+    changes: Sequence[tuple[RunRecord, Modifies]],
     service: str | None,
 ) -> BuiltOutputs:
     if service is not None and build.service != service:
         raise ConfigurationError(
             f"service: project {project!r} was built by {build.service!r}, not {service!r}"
         )
-    params = dict(build.request.get("params") or {})
-    applied: list[str] = []
-    for run, modifies in reversed(changes):  # oldest first: the newest value wins
-        if modifies.get("service") != build.service:
-            continue
-        given = run.request.get("params") or {}
-        names = [str(n) for n in modifies.get("params") or []]
-        params.update({n: given[n] for n in names if n in given})
-        applied.append(run.id)
+    params, applied = with_changes(build, changes)
     return BuiltOutputs(service=build.service, run_id=build.id, changes=applied, params=params)
