@@ -57,6 +57,15 @@ params: {{app: {str(present).lower()}, app_name: {APP}, app_port: 9081, app_mess
 """
 
 
+def scale_request(web_vms: int) -> str:
+    return f"""\
+service: project-scale
+project: {PROJECT}
+requester: ci-pipeline
+params: {{web_vms: {web_vms}, backup: false, monitoring: false, site_title: Box shop}}
+"""
+
+
 DECOMMISSION = f"""\
 service: project-decommission
 project: {PROJECT}
@@ -93,6 +102,8 @@ def root(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     write_request(path, "build", BUILD)
     write_request(path, "app", app_request())
     write_request(path, "app-off", app_request(present=False))
+    write_request(path, "scale-up", scale_request(3))
+    write_request(path, "scale-down", scale_request(2))
     write_request(path, "decommission", DECOMMISSION)
     yield path
     infra(path, "apply", str(path / "decommission.yml"), "--output", "json")  # best effort
@@ -249,6 +260,34 @@ def test_verify_is_in_sync_then_sees_a_stopped_container(
     code, app = verify(root)
     assert code == 0 and app["state"] == "in-sync", app
     assert get(first["url"])[0] == 200
+
+
+def test_a_scale_brings_the_app_to_the_added_vm_and_takes_it_from_the_removed_one(
+    root: Path, hosts: dict[str, dict[str, str]], inventory: Inventory, lab: Lab
+) -> None:
+    added = f"{PROJECT}-web-03"
+    up = apply(root, "scale-up")
+    assert up["outputs"]["added"] == [added]
+    found = up["steps"]["app"]["outputs"]["hosts"]
+    assert sorted(found) == sorted([*hosts, added])  # the tier as it is now
+    assert up["steps"]["app"]["changed"] is True
+    new = {"host": host_container(inventory, found[added]["bound_to"]), "url": found[added]["url"]}
+    status, page = get(new["url"])
+    assert status == 200 and MESSAGE in page and f'id="container">{CONTAINER}<' in page
+    assert [c["Names"][0] for c in containers(lab, new["host"])] == [CONTAINER]
+    code, app = verify(root)
+    assert code == 0 and app["state"] == "in-sync", app
+    assert {c["target"] for c in app["checks"]} == {*hosts, added}
+
+    down = apply(root, "scale-down")
+    assert down["outputs"]["removed"] == [added]
+    assert down["steps"]["app_remove"]["changed"] is True
+    if exists(lab, new["host"]):  # a pool host stays: the app went with the VM
+        assert [c for c in containers(lab, new["host"]) if PROJECT in json.dumps(c)] == []
+        assert images(lab, new["host"]) == []
+    code, app = verify(root)
+    assert code == 0 and app["state"] == "in-sync", app
+    assert {c["target"] for c in app["checks"]} == set(hosts)
 
 
 def test_app_false_removes_the_app_from_every_host(

@@ -240,7 +240,9 @@ def test_scale_removes_registrations_before_the_vm_and_its_address_after(
 ) -> None:
     needs = plan_of(planner, "project-scale", {"web_vms": 3})
     assert needs["tier"] == []
-    assert set(needs["destroy"]) == {"monitoring_remove", "backup_remove", "firewall_remove", "vms"}
+    removals = {"monitoring_remove", "backup_remove", "firewall_remove", "app_remove"}
+    assert set(needs["destroy"]) == removals | {"vms"}
+    assert set(needs["app"]) == {"new_web", "built"} and "app" in needs["docs"]
     assert needs["release_addresses"] == ["destroy"]
     assert needs["vms"] == ["addresses"] and needs["new_baseline"] == ["vms"]
     lean = plan_of(planner, "project-scale", {"web_vms": 3, "backup": False})
