@@ -123,8 +123,8 @@ runtime = "runc"
 cgroup_manager = "cgroupfs"
 """
 
-# Hosts debian1..3 are declared in the hand-written inventory; more need full entries.
-HAND_WRITTEN_HOSTS = 3
+# The pool hosts are the lab's: each entry in generated/lab.yml carries its groups (the
+# hand-written inventory names none, so a lab up with guests lists no host it did not make).
 HOST_GROUPS = ("debian", "vm-pool")
 LABEL = "io.infra-automation.lab"
 KEY_LABEL = "io.infra-automation.lab.key"  # the SHA-256 fingerprint of the mounted key
@@ -302,9 +302,8 @@ def host_entry(ctx: LabContext, host: str, ports: HostPorts) -> dict[str, Any]:
             "ansible_host_key_checking": False,
             "ansible_ssh_common_args": "-o UserKnownHostsFile=/dev/null",
         },
+        "groups": list(HOST_GROUPS),
     }
-    if int(host.removeprefix("debian")) > HAND_WRITTEN_HOSTS:
-        entry["groups"] = list(HOST_GROUPS)
     return entry
 
 

@@ -113,7 +113,15 @@ def fakes(**kw: Any) -> list[Fake]:
         FakeRouters(**kw),
         Fake(
             "hosts",
-            inventory={"hosts": {"debian1": {"hostname": "127.0.0.1", "port": 2201}}},
+            inventory={
+                "hosts": {
+                    "debian1": {
+                        "hostname": "127.0.0.1",
+                        "port": 2201,
+                        "groups": ["debian", "vm-pool"],  # as hosts.host_entry writes it
+                    }
+                }
+            },
             **kw,
         ),
     ]
