@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -30,6 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
 
 from infra_automation.catalog import TargetSelection
@@ -39,6 +41,8 @@ from infra_automation.executors.base import Executor, RunResources, StepContext
 from infra_automation.executors.registry import ExecutorRegistry
 from infra_automation.leases import DEFAULT_TTL, Leases
 from infra_automation.planner import Plan, PlannedStep
+from infra_automation.record import QUEUED, RUNNING
+from infra_automation.record import runs as runs_table
 from infra_automation.render import render_value
 from infra_automation.results import ErrorKind, Status, StepResult, error_kind_of
 from infra_automation.validation import check_safe_text
@@ -363,21 +367,47 @@ def finished_payload(
 # --- one run per project ----------------------------------------------------------------------
 
 
+FINISHING_GRACE = 30.0  # seconds a new run waits for a lease whose run the record says ended
+ACTIVE_STATUSES = frozenset({QUEUED, RUNNING})
+
+
 class ProjectLock:
-    """The lease ``project:<name>`` of a run, renewed while it runs (RunLocked if taken)."""
+    """The lease ``project:<name>`` of a run, renewed while it runs (RunLocked if taken).
+
+    A holder whose run the record already says ended (``run.finished`` written; its observers,
+    the docs, still at work) is waiting to let go: a new run waits for it, up to
+    ``FINISHING_GRACE``, instead of being refused (a pipeline that starts the next run of the
+    project as soon as the last one reported its end is not refused)."""
 
     def __init__(self, db: Engine, project: str, run_id: str, *, ttl: float = DEFAULT_TTL) -> None:
         self.project = project
         self.key = f"project:{project}"
+        self.db = db
         self.leases = Leases(db, run_id=run_id, ttl=ttl)
 
     def acquire(self) -> None:
+        deadline = time.monotonic() + FINISHING_GRACE
         holder = self.leases.try_acquire(self.key)
+        while holder is not None and self._ended(holder.run_id) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            holder = self.leases.try_acquire(self.key)
         if holder is not None:
             raise RunLocked(
                 f"project {self.project!r} has an active run ({holder.describe()}); "
                 "wait for it to finish, or for its lease to expire if its process died"
             )
+
+    def _ended(self, run_id: str | None) -> bool:
+        """Whether the record says the holder's run ended (no record of it: still active)."""
+        if run_id is None:
+            return False
+        query = sa.select(runs_table.c.status).where(runs_table.c.id == run_id)
+        try:
+            with self.db.connect() as conn:
+                status = conn.execute(query).scalar()
+        except sa.exc.SQLAlchemyError:
+            return False
+        return status is not None and status not in ACTIVE_STATUSES
 
     def release(self) -> None:
         self.leases.close()

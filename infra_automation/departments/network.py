@@ -489,7 +489,11 @@ class UnconfigureExecutor(ConfigureExecutor):
     expect_learned = False
 
     def _run(self, ctx: StepContext, check: bool) -> StepResult:
-        network = ctx.typed_params(UnconfigureParams).network()
+        try:  # validated again: a params object built without validation is refused too
+            network = ctx.typed_params(UnconfigureParams).network()
+        except ValidationError as exc:
+            error = ConfigurationError(_validation_message(exc))
+            return StepResult.failure(str(error), kind=error_kind_of(error))
         if network is None:
             return nothing_allocated(ctx, self.outputs_of_nothing(ctx))
         return super()._run(replace(ctx, params=network), check)

@@ -26,6 +26,7 @@ from infra_automation.exceptions import (
     RunNotFound,
 )
 from infra_automation.executors import ExecutorInfo, ExecutorRegistry, StepContext
+from infra_automation.record import runs
 from infra_automation.results import StepResult
 from infra_automation.scheduler import ProjectLock
 from infra_automation.secrets import REDACTOR
@@ -125,6 +126,28 @@ def test_second_run_of_a_project_is_refused(engine: Engine, request_for: Make) -
     other = request_for("locked", [step("a")], project="other")
     with ProjectLock(engine.db, "shop", "x"):
         assert not engine.apply(other).failed  # other projects are not blocked
+
+
+def test_a_run_waits_for_the_lease_of_a_run_that_has_ended(
+    engine: Engine, request_for: Make
+) -> None:
+    req = request_for("after", [step("a")])
+    first = engine.apply(req)
+    assert engine.store.get_run(first.run_id).status == "success"
+    # the ended run's process still holds the lease (its observers at work): the next run
+    # waits for it instead of being refused
+    finishing = ProjectLock(engine.db, "shop", first.run_id)
+    finishing.acquire()
+    threading.Timer(0.5, finishing.release).start()
+    started = time.monotonic()
+    assert not engine.apply(req).failed
+    assert time.monotonic() - started >= 0.4
+    # a holder the record knows as running is refused at once, as is one it does not know
+    running = engine.apply(request_for("busy", [step("a")]))
+    with engine.db.begin() as conn:
+        conn.execute(runs.update().where(runs.c.id == running.run_id).values(status="running"))
+    with ProjectLock(engine.db, "shop", running.run_id), pytest.raises(RunLocked):
+        engine.apply(req)
 
 
 def test_an_expired_project_lease_is_taken_over(engine: Engine, request_for: Make) -> None:
