@@ -64,8 +64,9 @@ def test_sigkilled_worker_during_a_play_leaves_no_orphan(
     toml = root / "infra.toml"
     toml.write_text(f'inventory = "{_lab_inventory()}"\n' + toml.read_text())
     toml.write_text(toml.read_text() + f'os = "{workers.queue("os")}"\n')
+    queues = {**engine.settings.queues, "os": workers.queue("os")}  # as infra.toml says now
     engine.settings = type(engine.settings)(
-        **{**vars(engine.settings), "inventory": _lab_inventory()}
+        **{**vars(engine.settings), "inventory": _lab_inventory(), "queues": queues}
     )
     log = tmp_path / "calls.log"
     play = step(
