@@ -7,7 +7,10 @@ benchmark never writes into the checkout. The inventory is the running lab's.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from infra_automation.config import load_settings
@@ -41,3 +44,10 @@ def write_request(root: Path, name: str, body: str) -> Path:
     path = root / f"{name}.yml"
     path.write_text(body)
     return path
+
+
+def infra(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``infra --root ROOT ARGS`` in a process of its own (its own Ansible home under the root)."""
+    argv = [sys.executable, "-m", "infra_automation.cli", "--root", str(root), *args]
+    env = {**os.environ, "ANSIBLE_HOME": str(root / ".infra" / "ansible-home")}
+    return subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env, check=False)

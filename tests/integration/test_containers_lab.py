@@ -16,9 +16,7 @@ from the targets (HTTP, podman inside the hosts).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from landscape_root import make_root, write_request
+from landscape_root import infra, make_root, write_request
 
 from infra_automation.inventory import Inventory, load_inventory
 from infra_automation.lab import Lab
@@ -71,12 +69,6 @@ service: project-decommission
 project: {PROJECT}
 requester: ci-pipeline
 """
-
-
-def infra(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "infra_automation.cli", "--root", str(root), *args]
-    env = {**os.environ, "ANSIBLE_HOME": str(root / ".infra" / "ansible-home")}
-    return subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env, check=False)
 
 
 def apply(root: Path, name: str, *extra: str) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from landscape_root import make_root, write_request
+from landscape_root import infra, make_root, write_request
 
 from infra_automation.departments.vmware import vcenter_config
 from infra_automation.inventory import Host, Inventory, load_inventory
@@ -52,12 +51,6 @@ service: project-decommission
 project: {PROJECT}
 requester: ci-pipeline
 """
-
-
-def infra(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "infra_automation.cli", "--root", str(root), *args]
-    env = {**os.environ, "ANSIBLE_HOME": str(root / ".infra" / "ansible-home")}
-    return subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from landscape_root import make_root, write_request
+from landscape_root import infra, make_root, write_request
 from pyVim.connect import Disconnect, SmartConnect
 
 from infra_automation.departments import network, vmware
@@ -42,12 +40,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TAG = uuid.uuid4().hex[:6]
 LONGEST = f"e{TAG}" + "x" * (NAME_MAX - 1 - len(TAG))  # a valid project of the greatest length
 MY_STEPS = ("ipam", "network", "vm_folder", "portgroup", "vms")
-
-
-def infra(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "infra_automation.cli", "--root", str(root), *args]
-    env = {**os.environ, "ANSIBLE_HOME": str(root / ".infra" / "ansible-home")}
-    return subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env, check=False)
 
 
 def landscape(project: str, web_vms: int) -> str:

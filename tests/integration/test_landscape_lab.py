@@ -10,9 +10,6 @@ own outputs.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -21,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from landscape_root import make_root, write_request
+from landscape_root import infra, make_root, write_request
 
 from infra_automation.departments.vmware import vcenter_config
 from infra_automation.inventory import Inventory, load_inventory
@@ -44,12 +41,6 @@ service: project-decommission
 project: {PROJECT}
 requester: ci-pipeline
 """
-
-
-def infra(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "infra_automation.cli", "--root", str(root), *args]
-    env = {**os.environ, "ANSIBLE_HOME": str(root / ".infra" / "ansible-home")}
-    return subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env, check=False)
 
 
 @pytest.fixture(scope="module")

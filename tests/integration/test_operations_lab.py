@@ -21,7 +21,6 @@ import ipaddress
 import json
 import os
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from landscape_root import make_root, write_request
+from landscape_root import infra, make_root, write_request
 
 from infra_automation.config import load_settings
 from infra_automation.departments.ipam import Ipam
@@ -72,12 +71,6 @@ service: project-decommission
 project: {PROJECT}
 requester: ci-pipeline
 """
-
-
-def infra(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "infra_automation.cli", "--root", str(root), *args]
-    env = {**os.environ, "ANSIBLE_HOME": str(root / ".infra" / "ansible-home")}
-    return subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env, check=False)
 
 
 def verify(root: Path, project: str = PROJECT) -> list[dict[str, Any]]:

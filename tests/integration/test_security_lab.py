@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from landscape_root import make_root, write_request
+from landscape_root import infra, make_root, write_request
 
 from infra_automation.departments.ansible import PlaybookExecutor, PlaybookParams
 from infra_automation.executors.base import RunResources, StepContext
@@ -72,12 +71,6 @@ GET = """\
 import sys, urllib.request
 print(urllib.request.urlopen(f"http://{sys.argv[1]}/", timeout=10).read().decode())
 """
-
-
-def infra(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "infra_automation.cli", "--root", str(root), *args]
-    env = {**os.environ, "ANSIBLE_HOME": str(root / ".infra" / "ansible-home")}
-    return subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env, check=False)
 
 
 def apply(root: Path, *extra: str) -> dict[str, Any]:
