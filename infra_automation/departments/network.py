@@ -62,19 +62,24 @@ ORIGIN_ROLES = frozenset({"core", "leaf"})  # roles whose template originates th
 LEARN_ROLES = frozenset({"edge"})  # roles that should learn the subnet over BGP
 
 
-class ConfigureParams(BaseModel):
-    """The project's network, usually straight from ``ipam.allocate``'s outputs."""
+class _Routers(BaseModel):
+    """Which routers a change of the project's network reaches, and how (both directions)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    vlan_id: int = Field(ge=1, le=4094)
-    subnet: IPv4Network
-    gateway: IPv4Address
     description: SafeText | None = Field(default=None, max_length=80)
     group: Name = "routers"
     devices: list[Name] = Field(default_factory=list, description="default: the whole group")
     bgp_wait: float = Field(default=20.0, ge=0, le=300, description="seconds to wait for BGP")
     save: bool = True
+
+
+class ConfigureParams(_Routers):
+    """The project's network, usually straight from ``ipam.allocate``'s outputs."""
+
+    vlan_id: int = Field(ge=1, le=4094)
+    subnet: IPv4Network
+    gateway: IPv4Address
 
     @model_validator(mode="after")
     def _gateway_in_subnet(self) -> ConfigureParams:
@@ -86,21 +91,14 @@ class ConfigureParams(BaseModel):
         return self
 
 
-class UnconfigureParams(BaseModel):
+class UnconfigureParams(_Routers):
     """``network.unconfigure``: the project's network as IPAM has it (``ipam.lookup``), or
     none of vlan_id, subnet, gateway when IPAM holds no allocation (a project never built, or
     decommissioned already): then nothing is known of it on the routers, nothing to remove."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     vlan_id: int | None = Field(default=None, ge=1, le=4094)
     subnet: IPv4Network | None = None
     gateway: IPv4Address | None = None
-    description: SafeText | None = Field(default=None, max_length=80)
-    group: Name = "routers"
-    devices: list[Name] = Field(default_factory=list, description="default: the whole group")
-    bgp_wait: float = Field(default=20.0, ge=0, le=300, description="seconds to wait for BGP")
-    save: bool = True
 
     @model_validator(mode="after")
     def _all_or_none(self) -> UnconfigureParams:
