@@ -52,7 +52,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -74,6 +74,7 @@ from pydantic import (
 
 from infra_automation.config import STATE_DIR
 from infra_automation.departments import ansible_guard
+from infra_automation.departments.ansible_batch import run_batches
 from infra_automation.departments.ansible_guard import GUARD_GRACE, GUARD_TIMEOUT_RC
 from infra_automation.departments.ansible_guard import GUARD_ORPHANED_RC as GUARD_ORPHANED_RC
 from infra_automation.departments.ansible_guard import guard_main as guard_main
@@ -212,6 +213,7 @@ class PlaybookExecutor:
             binary = ansible_playbook()
             strategy = choose_strategy()
             session = run_session(ctx)
+            batches = run_batches(ctx) if session else None
             targets, planned = resolve_targets(ctx, params, check=check)
             secret_values = read_secrets(ctx, params)
         except ConfigurationError as exc:
@@ -225,7 +227,7 @@ class PlaybookExecutor:
         job = AnsibleJob(ctx, params, playbook, binary, targets, secret_values, check)
         job.strategy = strategy
         job.session = session
-        return job.run(planned)
+        return batches.run(job, planned) if batches else job.run(planned)
 
 
 # --- targets, secrets, tools ----------------------------------------------------------------
@@ -324,6 +326,10 @@ class AnsibleJob:
         self.logs: dict[str, HostLog] = {n: HostLog() for n in hosts}
         self.report: dict[str, Any] = {}
         self.stats: dict[str, Mapping[str, int]] = {}  # the play recap, from its event
+        # the same counted from task events, and what set_stats reported: a step that ran
+        # in a batch (several steps' playbooks in one ansible-playbook) has no recap of its own
+        self.counted: dict[str, dict[str, int]] = {}
+        self.reported: dict[str, Any] = {}
         self.output: list[str] = []
         self.state = ctx.root / STATE_DIR / "ansible"
         self.home = self.state / "home"
@@ -331,7 +337,34 @@ class AnsibleJob:
         self.strategy = Strategy("linear")
         self.session: AnsibleSession | None = None
 
+    def reset(self, note: str) -> None:
+        """Forget what a batch that did not finish this step said about it (it runs alone)."""
+        self.logs = {n: HostLog() for n in self.hosts}
+        self.report, self.stats, self.counted, self.reported = {}, {}, {}, {}
+        self.output.append(note)
+
     def run(self, planned: Sequence[str] = ()) -> StepResult:
+        """The step's playbook in an ``ansible-playbook`` of its own."""
+        launched = self.launch(self.playbook, self.extravars(), self.on_event)
+        if isinstance(launched, StepResult):
+            return launched
+        result = self.result(*launched, planned)
+        self.write_log()
+        return result
+
+    def launch(
+        self,
+        playbook: Path,
+        extravars: Mapping[str, Any],
+        handler: Callable[[Mapping[str, Any]], bool],
+        *,
+        timeout: int | None = None,
+        forks: int | None = None,
+        wrapper: str | None = None,
+    ) -> tuple[str, int | None] | StepResult:
+        """One ``ansible-playbook`` in this job's private dir: ``playbook`` (or the text
+        ``wrapper``, written there) with ``extravars`` through the FIFO, events to
+        ``handler``; its status and exit code, or the failure to start it."""
         try:
             from ansible_runner import Runner
             from ansible_runner.exceptions import AnsibleRunnerException
@@ -344,27 +377,37 @@ class AnsibleJob:
         job = new_job_dir(self.state, self.ctx.run_id, self.ctx.step_id)
         tmp = new_temp_dir()
         self.output.append(f"strategy: {self.strategy.name} ({self.strategy.note})\n")
+        if wrapper is not None:
+            playbook = job / "batch.yml"
+            playbook.write_text(wrapper)
         try:
-            with SecretChannel(job / "extravars.fifo", dump_extravars(self._extravars())) as fifo:
-                config = self._config(job, fifo.path, tmp)
-                runner = Runner(config, event_handler=self._on_event)
+            with SecretChannel(job / "extravars.fifo", dump_extravars(extravars)) as fifo:
+                config = self._config(
+                    job,
+                    fifo.path,
+                    tmp,
+                    playbook,
+                    timeout=timeout or self.params.timeout,
+                    forks=forks or self.params.forks,
+                )
+                runner = Runner(config, event_handler=handler)
                 runner.run()
         except (OSError, AnsibleRunnerException) as exc:
             return StepResult.failure(f"ansible-runner failed: {redact(str(exc))}")
         finally:
             shutil.rmtree(job, ignore_errors=True)
             shutil.rmtree(tmp, ignore_errors=True)
-        result = self._result(str(runner.status), runner.rc, planned)
-        self._write_log()
-        return result
+        return str(runner.status), runner.rc
 
-    def _config(self, job: Path, extravars: Path, tmp: Path) -> Any:
+    def _config(
+        self, job: Path, extravars: Path, tmp: Path, playbook: Path, *, timeout: int, forks: int
+    ) -> Any:
         """ansible-runner's config: files under ``job``, temporary files under ``tmp``, our
         environment, the guarded command."""
         from ansible_runner import RunnerConfig
 
         inventory = job / "hosts.json"
-        inventory.write_text(json.dumps(build_inventory(self.hosts, set(self._passwords()))))
+        inventory.write_text(json.dumps(build_inventory(self.hosts, set(self.passwords()))))
         options = "--diff --check" if self.check else "--diff"
         ours = ansible_env(self.binary, self.playbook, self.home, tmp)
         # without a run's session, the play's own SSH masters: a shared folder (Ansible's
@@ -373,13 +416,13 @@ class AnsibleJob:
         ours |= self.strategy.env | (self.session.env() if self.session else own)
         config = RunnerConfig(
             private_data_dir=str(job),
-            playbook=str(self.playbook),
+            playbook=str(playbook),
             inventory=str(inventory),
             ident="play",
             envvars=ours,
             cmdline=f"{options} -e @{extravars}",
-            forks=self.params.forks,
-            timeout=self.params.timeout + int(GUARD_GRACE) + 60,  # a backstop: the guard stops it
+            forks=forks,
+            timeout=timeout + int(GUARD_GRACE) + 60,  # a backstop: the guard stops it
             quiet=True,
             suppress_env_files=True,
             settings={"suppress_output_file": True},
@@ -388,10 +431,10 @@ class AnsibleJob:
         config.env = job_env(config.env, ours)
         command = [str(self.binary), *config.command[1:]]  # [ansible-playbook, ...]
         keep = self.session.control_dir if self.session else None
-        config.command = guard_command(command, self.params.timeout, keep=keep)
+        config.command = guard_command(command, timeout, keep=keep)
         return config
 
-    def _extravars(self) -> dict[str, Any]:
+    def extravars(self) -> dict[str, Any]:
         return {
             **self.params.vars,
             **{k: Unsafe(v) for k, v in self.secret_values.items()},
@@ -400,23 +443,23 @@ class AnsibleJob:
             "infra_step_id": self.ctx.step_id,
             "infra_department": self.ctx.department,
             "infra_state_dir": str(self.ctx.root / STATE_DIR),
-            "infra_host_passwords": {k: Unsafe(v) for k, v in self._passwords().items()},
+            "infra_host_passwords": {k: Unsafe(v) for k, v in self.passwords().items()},
         }
 
-    def _passwords(self) -> dict[str, str]:
+    def passwords(self) -> dict[str, str]:
         return {
             name: step_secrets(self.ctx).get(host.password_secret)
             for name, host in self.hosts.items()
             if host.password_secret
         }
 
-    def _write_log(self) -> None:
+    def write_log(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.log_path, redact("".join(self.output)), mode=0o600)
 
     # events: progress for the run record, failures and diffs per host (kept in memory only)
 
-    def _on_event(self, event: Mapping[str, Any]) -> bool:
+    def on_event(self, event: Mapping[str, Any]) -> bool:
         if event.get("stdout"):
             self.output.append(str(event["stdout"]) + "\n")
         kind = str(event.get("event", ""))
@@ -436,6 +479,7 @@ class AnsibleJob:
         elif status == "ok" and res.get("changed"):
             status = "changed"
         task = str(data.get("task") or "")
+        self._count(host, status, res)
         self._record(host, task, status, res)
         self.ctx.emit(
             "task",
@@ -445,6 +489,17 @@ class AnsibleJob:
             ),
         )
         return False  # False: ansible-runner writes no job event file (they may hold secrets)
+
+    def _count(self, host: str, status: str, res: Mapping[str, Any]) -> None:
+        """The recap's counts, as Ansible keeps them (an ignored failure counts as ok)."""
+        counts = self.counted.setdefault(host, {})
+        key = COUNTED[status]
+        counts[key] = counts.get(key, 0) + 1
+        if status == "changed":
+            counts["ok"] = counts.get("ok", 0) + 1
+        data = (res.get("ansible_stats") or {}).get("data") or {}
+        if isinstance(data.get(REPORT_KEY), Mapping):
+            self.reported.update(data[REPORT_KEY])
 
     def _record(self, host: str, task: str, status: str, res: Mapping[str, Any]) -> None:
         log = self.logs[host]
@@ -462,8 +517,8 @@ class AnsibleJob:
 
     # the step result
 
-    def _result(self, status: str, rc: int | None, planned: Sequence[str]) -> StepResult:
-        stats = _stats(self.stats)
+    def result(self, status: str, rc: int | None, planned: Sequence[str]) -> StepResult:
+        stats = _stats(self.stats) if self.stats else _counted_stats(self.counted)
         ran = bool(stats) or any(log.kind for log in self.logs.values())
         kind = run_kind(status, rc)
         tail = _tail(self.output)
@@ -501,7 +556,7 @@ class AnsibleJob:
     def _outputs(self, stats: Mapping[str, HostStats], planned: Sequence[str]) -> dict[str, Any]:
         hosts: dict[str, HostFacts] = {}
         for name, host in self.hosts.items():
-            reported = self.report.get(name) or {}
+            reported = (self.report if self.stats else self.reported).get(name) or {}
             hosts[name] = HostFacts(
                 host=name,
                 address=_address(host),
@@ -626,6 +681,21 @@ _ExtravarsDumper.add_representer(
 def dump_extravars(extravars: Mapping[str, Any]) -> str:
     """YAML for ``-e @file``: secret values tagged ``!unsafe`` so Ansible keeps them verbatim."""
     return yaml.dump(dict(extravars), Dumper=_ExtravarsDumper, default_flow_style=False)
+
+
+# task event status -> the recap's count it adds to ("changed" adds to ok as well)
+COUNTED = {
+    "ok": "ok",
+    "changed": "changed",
+    "ignored": "ok",
+    "failed": "failed",
+    "unreachable": "unreachable",
+    "skipped": "skipped",
+}
+
+
+def _counted_stats(counted: Mapping[str, Mapping[str, int]]) -> dict[str, HostStats]:
+    return {host: HostStats(**counts) for host, counts in counted.items()}
 
 
 def _stats(raw: Mapping[str, Mapping[str, int]]) -> dict[str, HostStats]:

@@ -1,0 +1,243 @@
+"""Steps of one run started together on the same hosts share one ansible-playbook.
+
+Real ``ansible-playbook`` runs here, on two inventory hosts with Ansible's ``local``
+connection (no lab needed); the lab's landscapes run batched in every lab test.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra_automation.departments.ansible import MITOGEN_ENV, PlaybookExecutor, PlaybookParams
+from infra_automation.departments.ansible_batch import BATCH_ENV, MARKER, Router
+from infra_automation.executors.base import RunResources, StepContext
+from infra_automation.inventory import Inventory, InventoryFile
+from infra_automation.results import Status, StepResult
+
+# each play reports the step id it saw and its own variable; `fail_on` fails it on hosts
+PLAY = """\
+- name: Play of {step}
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Fail where asked
+      ansible.builtin.fail:
+        msg: "{step} fails on {{{{ inventory_hostname }}}}"
+      when: inventory_hostname in (fail_on_{step} | default([]))
+    - name: Report
+      ansible.builtin.set_stats:
+        data:
+          infra_report: "{{{{ {{inventory_hostname: {{'facts': {{'step': infra_step_id,
+            'department': infra_department, 'value': shared | default('')}}}}}} }}}}"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _stock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MITOGEN_ENV, "0")  # local connection; the lab tests run mitogen
+    monkeypatch.delenv(BATCH_ENV, raising=False)
+
+
+def _inventory(root: Path, hosts: tuple[str, ...] = ("h1", "h2")) -> Inventory:
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    spec = InventoryFile.model_validate(
+        {"name": "t", "hosts": {h: {"hostname": "127.0.0.1", "data": local} for h in hosts}}
+    )
+    return Inventory(spec, root)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "playbooks").mkdir()
+    for step in ("a", "b", "c"):
+        (tmp_path / "playbooks" / f"{step}.yml").write_text(PLAY.format(step=step))
+    return tmp_path
+
+
+@pytest.fixture
+def resources() -> Iterator[RunResources]:
+    res = RunResources()
+    yield res
+    assert res.close() == []
+
+
+def _ctx(
+    root: Path, resources: RunResources, step: str, inventory: Inventory, **vars: Any
+) -> StepContext:
+    return StepContext(
+        run_id="r1",
+        project="p",
+        step_id=step,
+        department=f"dept-{step}",
+        params=PlaybookParams(playbook=f"{step}.yml", vars=vars),
+        inventory=inventory,
+        targets=tuple(inventory.hosts),
+        resources=resources,
+        root=root,
+    )
+
+
+def _together(ctxs: list[StepContext]) -> dict[str, StepResult]:
+    """Run the steps as the scheduler does: each in its thread, started at once."""
+    results: dict[str, StepResult] = {}
+
+    def one(ctx: StepContext) -> None:
+        results[ctx.step_id] = PlaybookExecutor().apply(ctx)
+
+    threads = [threading.Thread(target=one, args=(c,)) for c in ctxs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    return results
+
+
+def _log(root: Path, step: str) -> str:
+    return (root / ".infra" / "ansible" / "r1" / f"{step}.log").read_text()
+
+
+def _facts(result: StepResult, host: str) -> Mapping[str, Any]:
+    return result.outputs["hosts"][host]["facts"]  # type: ignore[no-any-return]
+
+
+def test_steps_started_together_share_one_playbook_each_with_its_own_result(
+    root: Path, resources: RunResources
+) -> None:
+    inv = _inventory(root)
+    ctxs = [_ctx(root, resources, s, inv, shared="same") for s in ("a", "b", "c")]
+    results = _together(ctxs)
+    assert {s: r.status for s, r in results.items()} == dict.fromkeys("abc", Status.SUCCESS)
+    for step, result in results.items():
+        log = _log(root, step)
+        assert "batch: one ansible-playbook for the steps" in log
+        assert f"PLAY [Play of {step}]" in log
+        assert {f"PLAY [Play of {o}]" in log for o in "abc" if o != step} == {False}
+        for host in ("h1", "h2"):
+            assert _facts(result, host) == {
+                "step": step,
+                "department": f"dept-{step}",
+                "value": "same",
+            }
+            # its own tasks only: one skipped (fail), one ok (report); no marker, no recap
+            assert result.outputs["hosts"][host]["stats"] == {
+                "ok": 1,
+                "changed": 0,
+                "failed": 0,
+                "unreachable": 0,
+                "skipped": 1,
+            }
+
+
+def test_a_host_that_failed_one_step_still_gets_the_others(
+    root: Path, resources: RunResources
+) -> None:
+    inv = _inventory(root)
+    ctxs = [_ctx(root, resources, "a", inv, fail_on_a=["h1"])]
+    ctxs += [_ctx(root, resources, s, inv) for s in ("b", "c")]
+    results = _together(ctxs)
+    assert results["a"].status is Status.FAILED
+    failed = {t.target: t.status for t in results["a"].targets}
+    assert failed == {"h1": Status.FAILED, "h2": Status.SUCCESS}
+    assert "a fails on h1" in str(next(t.error for t in results["a"].targets if t.error))
+    for step in ("b", "c"):
+        assert results[step].status is Status.SUCCESS, results[step].error
+        assert _facts(results[step], "h1")["step"] == step
+        assert "batch: one ansible-playbook" in _log(root, step)
+
+
+def test_steps_after_a_play_that_failed_everywhere_run_alone(
+    root: Path, resources: RunResources
+) -> None:
+    """Ansible stops a playbook whose play failed on every host: the steps it did not reach
+    run again, each alone, and only their own outcome counts."""
+    inv = _inventory(root)
+    ctxs = [_ctx(root, resources, "a", inv, fail_on_a=["h1", "h2"])]
+    ctxs += [_ctx(root, resources, s, inv) for s in ("b", "c")]
+    results = _together(ctxs)
+    assert results["a"].status is Status.FAILED
+    assert {t.status for t in results["a"].targets} == {Status.FAILED}
+    assert results["b"].status is results["c"].status is Status.SUCCESS
+    for step in ("b", "c"):
+        assert _facts(results[step], "h2")["step"] == step
+    assert "alone now" in _log(root, "b") + _log(root, "c")
+
+
+def test_steps_whose_variables_disagree_or_hosts_differ_run_apart(
+    root: Path, resources: RunResources
+) -> None:
+    inv = _inventory(root)
+    other = _inventory(root, ("h3",))
+    ctxs = [
+        _ctx(root, resources, "a", inv, shared="one"),
+        _ctx(root, resources, "b", inv, shared="two"),
+        _ctx(root, resources, "c", other, shared="one"),
+    ]
+    results = _together(ctxs)
+    assert {r.status for r in results.values()} == {Status.SUCCESS}
+    assert _facts(results["a"], "h1")["value"] == "one"
+    assert _facts(results["b"], "h1")["value"] == "two"
+    assert _facts(results["c"], "h3")["value"] == "one"
+    assert {"batch:" in _log(root, s) for s in "abc"} == {False}
+
+
+def test_batching_switched_off_or_misconfigured(
+    root: Path, resources: RunResources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inv = _inventory(root)
+    monkeypatch.setenv(BATCH_ENV, "0")
+    results = _together([_ctx(root, resources, s, inv) for s in ("a", "b")])
+    assert {r.status for r in results.values()} == {Status.SUCCESS}
+    assert {"batch:" in _log(root, s) for s in "ab"} == {False}
+    monkeypatch.setenv(BATCH_ENV, "on")
+    result = PlaybookExecutor().apply(_ctx(root, resources, "c", inv))
+    assert result.status is Status.FAILED
+    assert "INFRA_ANSIBLE_BATCH='on': expected 0 or 1" in str(result.error)
+
+
+def _play(name: str) -> dict[str, Any]:
+    return {"event": "playbook_on_play_start", "event_data": {"play": name}}
+
+
+class _Job:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.output: list[str] = []
+
+    def on_event(self, event: Mapping[str, Any]) -> bool:
+        self.events.append(str(event["event"]))
+        return False
+
+
+class _Member:
+    def __init__(self, step: str) -> None:
+        self.step_id = step
+        self.job = _Job()
+
+
+def test_the_router_hands_events_to_the_step_of_the_last_marker() -> None:
+    a, b, c = (_Member(s) for s in "abc")
+    router = Router([a, b, c])  # type: ignore[list-item]
+    task = {"event": "runner_on_ok", "event_data": {"host": "h1"}}
+    for event in (
+        {"event": "playbook_on_start"},
+        _play(MARKER + "a"),
+        task,  # the marker's own task: no step's
+        _play("Play of a"),
+        task,
+        _play(MARKER + "b"),
+        _play("Play of b"),
+        task,
+        {"event": "playbook_on_stats", "stdout": "PLAY RECAP"},
+    ):
+        router(event)
+    assert a.job.events == ["playbook_on_play_start", "runner_on_ok"]
+    assert b.job.events == ["playbook_on_play_start", "runner_on_ok"]
+    assert c.job.events == []
+    assert "PLAY RECAP\n" in b.job.output
+    assert [router.finished(i) for i in range(3)] == [True, True, False]
