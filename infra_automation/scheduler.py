@@ -101,6 +101,7 @@ class Scheduler:
         self.record_error: str | None = None
         self._record_lock = threading.Lock()
         self._run_step_at = run_step or self.execute_step
+        self._peers: dict[str, tuple[str, ...]] = {}  # steps started together, same executor
 
     def run(self) -> dict[str, StepResult]:
         """Run every step not already in ``results``; returns results in plan order."""
@@ -108,8 +109,8 @@ class Scheduler:
         with ThreadPoolExecutor(self.parallel, thread_name_prefix="infra-step") as pool:
             running: dict[Future[StepResult], str] = {}
             while (ready and self.record_error is None) or running:
-                while ready and len(running) < self.parallel and self.record_error is None:
-                    sid = ready.popleft()
+                started = self._start_round(ready, self.parallel - len(running))
+                for sid in started:
                     running[pool.submit(self._run_step_at, self._steps[sid])] = sid
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -118,6 +119,18 @@ class Scheduler:
         if self.record_error is not None:
             self._abandon(self.record_error)
         return {s.id: self.results[s.id] for s in self.plan.steps if s.id in self.results}
+
+    def _start_round(self, ready: deque[str], room: int) -> list[str]:
+        """The ready steps that start now; each learns its peers (``StepContext.peers``)."""
+        if self.record_error is not None:
+            return []
+        started = [ready.popleft() for _ in range(min(room, len(ready)))]
+        for sid in started:
+            executor = self._steps[sid].executor
+            self._peers[sid] = tuple(
+                o for o in started if o != sid and self._steps[o].executor == executor
+            )
+        return started
 
     def _send(self, event: Event) -> str | None:
         """Emit ``event``; the run record's error if it could not be written."""
@@ -280,6 +293,7 @@ class Scheduler:
             db=self.env.db,
             root=self.env.root,
             upstream={n: self.outputs[n] for n in step.needs},
+            peers=self._peers.get(step.id, ()),
         )
 
     def _event(self, kind: str, sid: str, data: Mapping[str, Any], at: Any = None) -> Event:

@@ -74,7 +74,7 @@ from pydantic import (
 
 from infra_automation.config import STATE_DIR
 from infra_automation.departments import ansible_guard
-from infra_automation.departments.ansible_batch import run_batches
+from infra_automation.departments.ansible_batch import Batches, run_batches
 from infra_automation.departments.ansible_guard import GUARD_GRACE, GUARD_TIMEOUT_RC
 from infra_automation.departments.ansible_guard import GUARD_ORPHANED_RC as GUARD_ORPHANED_RC
 from infra_automation.departments.ansible_guard import guard_main as guard_main
@@ -203,6 +203,17 @@ class PlaybookExecutor:
         return self._run(ctx, check=ctx.check)
 
     def _run(self, ctx: StepContext, *, check: bool) -> StepResult:
+        try:
+            batches = run_batches(ctx) if run_session(ctx) else None
+        except ConfigurationError as exc:
+            return StepResult.failure(str(exc), kind=ErrorKind.INVALID)
+        try:
+            return self._play(ctx, check, batches)
+        finally:
+            if batches is not None:
+                batches.arrive(ctx.step_id)  # joined a batch, or failed before: no one waits
+
+    def _play(self, ctx: StepContext, check: bool, batches: Batches | None) -> StepResult:
         params = ctx.typed_params(PlaybookParams)
         playbook = ctx.root / PLAYBOOKS_DIR / params.playbook
         if not playbook.is_file():
@@ -212,8 +223,6 @@ class PlaybookExecutor:
         try:
             binary = ansible_playbook()
             strategy = choose_strategy()
-            session = run_session(ctx)
-            batches = run_batches(ctx) if session else None
             targets, planned = resolve_targets(ctx, params, check=check)
             secret_values = read_secrets(ctx, params)
         except ConfigurationError as exc:
@@ -226,7 +235,7 @@ class PlaybookExecutor:
             return _planned_only(params, planned)
         job = AnsibleJob(ctx, params, playbook, binary, targets, secret_values, check)
         job.strategy = strategy
-        job.session = session
+        job.session = run_session(ctx)
         return batches.run(job, planned) if batches else job.run(planned)
 
 

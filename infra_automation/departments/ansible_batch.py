@@ -5,17 +5,18 @@ baseline, on the same VMs. Run as three ``ansible-playbook`` processes they each
 Ansible's start and exit and a new mitogen connection per host, and fight for the cores:
 measured here, the three cost 10-12 s of CPU in parallel, the same three plays in one
 process 6 s. So the Ansible steps of a run (with a session, :mod:`.ansible`) meet in a
-:class:`Batches` (a run resource): a step waits until no other step has joined for
-``QUIET`` seconds (at most ``GATHER_MAX``), and the steps gathered whose hosts, check mode,
-strategy and variables agree run as one playbook made of theirs, in the order they came:
+:class:`Batches` (a run resource): the first step of a batch waits until the steps the
+scheduler started with it (``StepContext.peers``) got there too (at most ``GATHER_MAX``; a
+step started alone waits for nobody), and those whose hosts, check mode, strategy and
+variables agree run as one playbook made of theirs, in the order they came:
 
-    - name: infra step web            # marker: events after it are the web step's
+    - name: infra step 1 web          # marker: events after it are the web step's
       hosts: all
       gather_facts: false
       tasks: [{ansible.builtin.meta: clear_host_errors}]
     - ansible.builtin.import_playbook: <root>/playbooks/web.yml
       vars: {infra_step_id: web, infra_department: web}
-    - name: infra step backup
+    - name: infra step 2 backup
       ...
 
 Each marker clears the host errors of the steps before it, so a host that failed the web
@@ -50,8 +51,7 @@ if TYPE_CHECKING:
 
 BATCH_ENV = "INFRA_ANSIBLE_BATCH"  # "0": every step its own ansible-playbook
 BATCH_KEY = "ansible.batches"
-QUIET = 0.1  # seconds with no step joining before a batch starts
-GATHER_MAX = 1.0  # seconds a batch waits for steps at most
+GATHER_MAX = 2.0  # seconds a batch waits at most for the peers of its steps
 IDENTITY_VARS = ("infra_step_id", "infra_department")  # per step: play vars, not extra vars
 MARKER = "infra step "
 STOPPED = ("timeout", "canceled")  # ansible-runner's status when the guard or runner stopped it
@@ -84,7 +84,10 @@ class Member:
 class Batch:
     members: list[Member] = field(default_factory=list)
     first: float = field(default_factory=time.monotonic)
-    last: float = field(default_factory=time.monotonic)
+
+    def expected(self) -> set[str]:
+        """The steps that may still join: the members' peers (``StepContext.peers``)."""
+        return {p for m in self.members for p in m.job.ctx.peers}
 
     def admits(self, member: Member) -> bool:
         """No variable the member shares with the batch has another value there."""
@@ -100,19 +103,27 @@ class Batches:
     """Where the Ansible steps of one run meet (see the module's docstring)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._open: dict[str, Batch] = {}
+        self._arrived: set[str] = set()
+
+    def arrive(self, step_id: str) -> None:
+        """A step got here, joining a batch or not (an early failure): no one waits for it."""
+        with self._cond:
+            self._arrived.add(step_id)
+            self._cond.notify_all()
 
     def run(self, job: AnsibleJob, planned: Sequence[str] = ()) -> StepResult:
         member = Member(job, tuple(planned))
         key = batch_key(job)
-        with self._lock:
+        with self._cond:
             batch = self._open.get(key)
             lead = batch is None or not batch.admits(member)
             if batch is None or lead:
                 batch = self._open[key] = Batch()
             batch.members.append(member)
-            batch.last = time.monotonic()
+            self._arrived.add(member.step_id)
+            self._cond.notify_all()
         if lead:
             self._gather(key, batch)
             run_batch(batch.members)
@@ -124,15 +135,15 @@ class Batches:
         return job.run(planned)
 
     def _gather(self, key: str, batch: Batch) -> None:
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                until = min(batch.last + QUIET, batch.first + GATHER_MAX)
-                if now >= until:
-                    if self._open.get(key) is batch:
-                        del self._open[key]
-                    return
-            time.sleep(until - now)
+        """Wait until every peer of the batch's steps got here (at most ``GATHER_MAX``)."""
+        with self._cond:
+            while not batch.expected() <= self._arrived:
+                left = batch.first + GATHER_MAX - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            if self._open.get(key) is batch:
+                del self._open[key]
 
 
 def batch_key(job: AnsibleJob) -> str:
@@ -156,13 +167,17 @@ def run_batch(members: Sequence[Member]) -> None:
             member.done.set()
 
 
+def marker(i: int, member: Member) -> str:
+    return f"{MARKER}{i + 1} {member.step_id}"
+
+
 def wrapper_playbook(members: Sequence[Member]) -> str:
     plays: list[dict[str, Any]] = []
-    for member in members:
+    for i, member in enumerate(members):
         job = member.job
         plays.append(
             {
-                "name": MARKER + member.step_id,
+                "name": marker(i, member),
                 "hosts": "all",
                 "gather_facts": False,
                 "tasks": [{"ansible.builtin.meta": "clear_host_errors"}],
@@ -182,7 +197,7 @@ class Router:
 
     def __init__(self, members: Sequence[Member]) -> None:
         self.members = list(members)
-        self.index = {MARKER + m.step_id: i for i, m in enumerate(members)}
+        self.index = {marker(i, m): i for i, m in enumerate(members)}
         self.current: int | None = None
         self.in_marker = False  # a marker's own events count for no step
         self.ended = False  # the recap came: the playbook ran to its end

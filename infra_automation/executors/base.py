@@ -138,6 +138,9 @@ class StepContext:
     ``emit(kind, data)`` records an event in the run record and the progress view
     (e.g. ``emit("task", {"host": "web1", "task": "install nginx", "status": "ok"})``).
     ``db`` is the run record's SQLAlchemy engine (IPAM keeps its allocations there).
+    ``peers``: the steps of the run the scheduler started at the same moment with the same
+    executor (an executor may wait for them to share work: ``os.playbook`` runs such steps
+    on the same hosts in one ``ansible-playbook``); empty for a step started alone.
     """
 
     run_id: str
@@ -154,6 +157,7 @@ class StepContext:
     db: Engine | None = None
     root: Path = field(default_factory=Path.cwd)
     upstream: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    peers: tuple[str, ...] = ()
 
     def typed_params(self, model: type[P]) -> P:
         """The params as the executor's own model (narrowed for mypy)."""

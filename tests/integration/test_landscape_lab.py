@@ -10,6 +10,7 @@ own outputs.
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -186,6 +187,32 @@ def test_apply_builds_the_landscape_on_every_target(
     # CI/CD: a JUnit report with one case per step
     cases = ET.parse(root / "j.xml").getroot().iter("testcase")  # noqa: S314 - our own file
     assert len(list(cases)) == len(applied["steps"])
+
+
+def test_the_steps_after_the_baseline_shared_one_ansible_playbook(
+    applied: dict[str, Any], root: Path
+) -> None:
+    """web, backup and monitoring start together on the same VMs: one ansible-playbook ran
+    their three playbooks (unless batching or the session is off), each step kept its own
+    result and its own part of the log."""
+    off = "0" in (os.environ.get("INFRA_ANSIBLE_BATCH"), os.environ.get("INFRA_ANSIBLE_SESSION"))
+    logs = root / ".infra" / "ansible" / applied["run_id"]
+    wave = ("web", "backup", "monitoring")
+    for sid in wave:
+        log = (logs / f"{sid}.log").read_text()
+        line = next((x for x in log.splitlines() if x.startswith("batch: ")), "")
+        assert bool(line) is not off, log[:2000]
+        prefix = "batch: one ansible-playbook for the steps "
+        assert off or set(line.removeprefix(prefix).split(", ")) == set(wave), line
+        for other in set(wave) - {sid}:
+            assert f"TASK [{other} :" not in log  # another step's tasks are not in its log
+    assert "batch: " not in (logs / "os_baseline.log").read_text()
+    hosts = {sid: applied["steps"][sid]["outputs"]["hosts"] for sid in wave}
+    for vm in (f"{PROJECT}-web-01", f"{PROJECT}-web-02"):
+        assert hosts["web"][vm]["services"]["nginx"] == "running"
+        assert set(hosts["backup"][vm]["services"]) == {"cron"}
+        assert set(hosts["monitoring"][vm]["services"]) == {"prometheus-node-exporter"}
+        assert hosts["web"][vm]["stats"]["failed"] == 0 and hosts["web"][vm]["stats"]["ok"] > 0
 
 
 def test_docs_describe_what_was_built(applied: dict[str, Any], root: Path) -> None:

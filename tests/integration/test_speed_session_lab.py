@@ -106,10 +106,12 @@ def test_parallel_plays_on_one_host_do_not_break_each_others_connections(
     lab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared: str
 ) -> None:
     """A play that ends first must not end the SSH master a parallel play still uses (with
-    or without the run's session: INFRA_ANSIBLE_SESSION)."""
+    or without the run's session: INFRA_ANSIBLE_SESSION). Plays in parallel on one host:
+    steps of one run that do not share a process (a batch would run these in one)."""
     from concurrent.futures import ThreadPoolExecutor
 
     monkeypatch.setenv("INFRA_ANSIBLE_SESSION", shared)
+    monkeypatch.setenv("INFRA_ANSIBLE_BATCH", "0")
     (tmp_path / "playbooks").mkdir()
     for n in (2, 40):
         (tmp_path / "playbooks" / f"p{n}.yml").write_text(PARALLEL_PLAY.format(n=n))

@@ -86,6 +86,7 @@ class RecordExecutor:
             params=p.model_dump(),
             targets=ctx.targets,
             upstream=dict(ctx.upstream),
+            peers=ctx.peers,
         )
         ctx.emit("task", {"host": "none", "task": f"record {p.value}", "status": "ok"})
         if p.sleep and mode == "apply":

@@ -9,13 +9,14 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from infra_automation.departments.ansible import MITOGEN_ENV, PlaybookExecutor, PlaybookParams
-from infra_automation.departments.ansible_batch import BATCH_ENV, MARKER, Router
+from infra_automation.departments.ansible_batch import BATCH_ENV, Router, marker
 from infra_automation.executors.base import RunResources, StepContext
 from infra_automation.inventory import Inventory, InventoryFile
 from infra_automation.results import Status, StepResult
@@ -84,8 +85,11 @@ def _ctx(
 
 
 def _together(ctxs: list[StepContext]) -> dict[str, StepResult]:
-    """Run the steps as the scheduler does: each in its thread, started at once."""
+    """Run the steps as the scheduler does: each in its thread, started at once, each told
+    the others started with it (its peers)."""
     results: dict[str, StepResult] = {}
+    ids = [c.step_id for c in ctxs]
+    ctxs = [replace(c, peers=tuple(i for i in ids if i != c.step_id)) for c in ctxs]
 
     def one(ctx: StepContext) -> None:
         results[ctx.step_id] = PlaybookExecutor().apply(ctx)
@@ -226,11 +230,11 @@ def test_the_router_hands_events_to_the_step_of_the_last_marker() -> None:
     task = {"event": "runner_on_ok", "event_data": {"host": "h1"}}
     for event in (
         {"event": "playbook_on_start"},
-        _play(MARKER + "a"),
+        _play(marker(0, a)),  # type: ignore[arg-type]
         task,  # the marker's own task: no step's
         _play("Play of a"),
         task,
-        _play(MARKER + "b"),
+        _play(marker(1, b)),  # type: ignore[arg-type]
         _play("Play of b"),
         task,
         {"event": "playbook_on_stats", "stdout": "PLAY RECAP"},
@@ -241,3 +245,26 @@ def test_the_router_hands_events_to_the_step_of_the_last_marker() -> None:
     assert c.job.events == []
     assert "PLAY RECAP\n" in b.job.output
     assert [router.finished(i) for i in range(3)] == [True, True, False]
+
+
+def test_a_batch_waits_for_its_peers_only_never_for_a_step_started_alone(
+    root: Path, resources: RunResources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step without peers starts at once; a peer that fails before its play (no such
+    playbook) does not hold the others back for ``GATHER_MAX``."""
+    import time
+
+    from infra_automation.departments import ansible_batch
+
+    monkeypatch.setattr(ansible_batch, "GATHER_MAX", 120.0)
+    inv = _inventory(root)
+    started = time.monotonic()
+    alone = PlaybookExecutor().apply(_ctx(root, resources, "a", inv))
+    assert alone.status is Status.SUCCESS
+    assert "batch:" not in _log(root, "a")
+    missing = replace(_ctx(root, resources, "x", inv), params=PlaybookParams(playbook="no.yml"))
+    results = _together([_ctx(root, resources, "b", inv), _ctx(root, resources, "c", inv), missing])
+    assert results["x"].status is Status.FAILED and "no playbook" in str(results["x"].error)
+    assert results["b"].status is results["c"].status is Status.SUCCESS
+    assert "batch: one ansible-playbook for the steps" in _log(root, "b")
+    assert time.monotonic() - started < 60  # neither waited GATHER_MAX

@@ -72,6 +72,32 @@ def test_diamond_branches_overlap_in_the_record(engine: Engine, request_for: Mak
     assert _overlap(run, "b", "c")
 
 
+def test_steps_started_together_know_their_peers_of_the_same_executor(
+    engine: Engine, request_for: Make, calls: Calls
+) -> None:
+    """``StepContext.peers``: the steps started in the same round with the same executor
+    (os.playbook batches them); a round is bounded by ``parallel``."""
+    req = request_for(
+        "peers",
+        [
+            step("a", "test.record"),
+            step("b", "test.record", needs=["a"]),
+            step("c", "test.record", needs=["a"]),
+            step("d", "test.record", needs=["a"]),
+            step("s", "core.sleep", needs=["a"], params={"seconds": 0.01}),  # another executor
+            step("e", "test.record", needs=["b", "c", "d", "s"]),
+        ],
+    )
+    assert not engine.apply(req, parallel=4).failed
+    peers = {i["step"]: set(i["peers"]) for i in calls.items}
+    assert peers == {"a": set(), "b": {"c", "d"}, "c": {"b", "d"}, "d": {"b", "c"}, "e": set()}
+    calls.items.clear()
+    assert not engine.apply(req, parallel=2).failed
+    peers = {i["step"]: set(i["peers"]) for i in calls.items}
+    assert peers["b"] == {"c"} and peers["c"] == {"b"}  # b, c start; d (with s) later
+    assert peers["d"] == set() and peers["e"] == set()
+
+
 def test_parallel_one_runs_one_at_a_time(engine: Engine, request_for: Make) -> None:
     sleepy = {"seconds": 0.1}
     req = request_for("serial", [step(x, "core.sleep", params=sleepy) for x in "abc"])
