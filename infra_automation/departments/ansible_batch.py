@@ -233,6 +233,9 @@ def _run_together(members: Sequence[Member]) -> None:
     for member in members:
         extravars |= member.shared_vars()
         member.job.output.append(f"batch: one ansible-playbook for the steps {steps}\n")
+    strategy = lead.strategy
+    for member in members[1:]:  # the lead's own line comes from its launch
+        member.job.output.append(f"strategy: {strategy.name} ({strategy.note})\n")
     router = Router(members)
     launched = lead.launch(
         lead.playbook,
