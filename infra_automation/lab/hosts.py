@@ -101,6 +101,10 @@ POSTGRESQL_PORT = 5432  # the image's cluster (the DBA department's default)
 # The image's rootfs, read-only in every host: the base of the applications' images.
 BASE_MOUNT = "/usr/local/share/infra-lab/base-rootfs"
 INIT_PATH = "/usr/local/sbin/target-init"
+# Each start of a host container is a boot: a real host's /run is a fresh tmpfs, this one
+# keeps the files of its last run, and a stale pid file naming a pid now reused by another
+# process makes an init script say "running" (nginx then never starts again).
+BOOT = ("sh", "-c", f"rm -f /run/*.pid /run/*/*.pid; exec {INIT_PATH}")
 INIT_SCRIPT = f"""#!/bin/sh
 # Container entry point of the infra-automation lab hosts (no systemd inside).
 set -e
@@ -236,6 +240,7 @@ def run_container(
         "-v", f"{pub}:{KEY_MOUNT}:ro",
         *(("-v", f"{base}:{BASE_MOUNT}:ro") if base.is_dir() else ()),
         image,
+        *BOOT,
     )  # fmt: skip
 
 
@@ -253,13 +258,16 @@ def ensure_network(ctx: LabContext) -> str:
 
 def _stale(state: dict[str, Any], image: str, pub: Path) -> bool:
     """A container of this name that this lab cannot reuse as it is: another image, another
-    key file, or the same key file holding another key (by the fingerprint label)."""
+    key file, the same key file holding another key (by the fingerprint label), or another
+    boot command."""
     sources = {str(m.get("Source")) for m in state.get("Mounts") or [] if isinstance(m, dict)}
-    labels = (state.get("Config") or {}).get("Labels") or {}
+    config = state.get("Config") or {}
+    labels = config.get("Labels") or {}
     return (
         state.get("ImageName") != image
         or str(pub) not in sources
         or labels.get(KEY_LABEL) != key_fingerprint(pub)
+        or list(config.get("Cmd") or []) != list(BOOT)
     )
 
 

@@ -111,13 +111,21 @@ def test_up_is_idempotent_and_status_is_healthy(
 def test_stopped_container_is_reported_and_restarted_by_up(
     htest: tuple[DebianHosts, LabContext, Fragment],
 ) -> None:
-    hosts, ctx, _ = htest
+    """...and its start is a boot: pid files of its last run are gone (one naming a pid that
+    another process has after the restart made nginx's init script say "running")."""
+    hosts, ctx, fragment = htest
+    entry = fragment.inventory["hosts"]["debian2"]
+    stale = "echo 1 > /run/nginx.pid && mkdir -p /run/php && echo 1 > /run/php/php8.2-fpm.pid"
+    assert _ssh(entry, stale).returncode == 0
     assert _podman(ctx, "stop", "--time", "1", "htest-debian2").returncode == 0
     bad = {h.target: h for h in hosts.status(ctx)}["host debian2"]
     assert not bad.healthy and "not running" in bad.detail
     fragment = hosts.up(ctx)
     assert all(h.healthy for h in hosts.status(ctx))
-    assert _ssh(fragment.inventory["hosts"]["debian2"], "true").returncode == 0
+    entry = fragment.inventory["hosts"]["debian2"]
+    gone = _ssh(entry, "test ! -e /run/nginx.pid && test ! -e /run/php/php8.2-fpm.pid")
+    assert gone.returncode == 0, gone.stderr
+    assert _ssh(entry, "test -d /run/sshd").returncode == 0
 
 
 def test_down_removes_containers_and_network_but_keeps_the_image() -> None:

@@ -30,7 +30,7 @@ def container(pub: Path, *, fingerprint: str | None, image: str = IMAGE) -> dict
     return {
         "ImageName": image,
         "Mounts": [{"Source": str(pub), "Destination": hosts.KEY_MOUNT}],
-        "Config": {"Labels": labels},
+        "Config": {"Labels": labels, "Cmd": list(hosts.BOOT)},
     }
 
 
@@ -75,6 +75,14 @@ def test_a_container_without_the_label_or_of_another_image_is_stale(tmp_path: Pa
     assert hosts._stale(other, IMAGE, pub)
 
 
+def test_a_container_of_another_boot_command_is_stale(tmp_path: Path) -> None:
+    """Made before each start cleared /run's pid files: remade, as a real boot would."""
+    pub = keygen(tmp_path / "id")
+    old = container(pub, fingerprint=hosts.key_fingerprint(pub))
+    old["Config"]["Cmd"] = [hosts.INIT_PATH]
+    assert hosts._stale(old, IMAGE, pub)
+
+
 def test_run_container_labels_the_key_and_gives_podman_what_it_needs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -92,7 +100,7 @@ def test_run_container_labels_the_key_and_gives_podman_what_it_needs(
     assert {("--cap-add", "NET_ADMIN"), ("--cap-add", "SYS_ADMIN")} <= pairs
     assert ("--device", "/dev/fuse") in pairs
     assert ("-v", f"{base}:{hosts.BASE_MOUNT}:ro") in pairs
-    assert "--privileged" not in argv and argv[-1] == IMAGE
+    assert "--privileged" not in argv and argv[-4:] == (IMAGE, *hosts.BOOT)
 
 
 def test_the_base_rootfs_is_the_image_s_own(tmp_path: Path) -> None:
