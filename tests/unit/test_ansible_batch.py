@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -84,9 +85,10 @@ def _ctx(
     )
 
 
-def _together(ctxs: list[StepContext]) -> dict[str, StepResult]:
-    """Run the steps as the scheduler does: each in its thread, started at once, each told
-    the others started with it (its peers)."""
+def _together(ctxs: list[StepContext], stagger: float = 0.0) -> dict[str, StepResult]:
+    """Run the steps as the scheduler does: each in its thread, started at once (or
+    ``stagger`` seconds apart, so they join in this order), each told the others started
+    with it (its peers)."""
     results: dict[str, StepResult] = {}
     ids = [c.step_id for c in ctxs]
     ctxs = [replace(c, peers=tuple(i for i in ids if i != c.step_id)) for c in ctxs]
@@ -97,6 +99,7 @@ def _together(ctxs: list[StepContext]) -> dict[str, StepResult]:
     threads = [threading.Thread(target=one, args=(c,)) for c in ctxs]
     for t in threads:
         t.start()
+        time.sleep(stagger)
     for t in threads:
         t.join(timeout=300)
     return results
@@ -163,7 +166,7 @@ def test_steps_after_a_play_that_failed_everywhere_run_alone(
     inv = _inventory(root)
     ctxs = [_ctx(root, resources, "a", inv, fail_on_a=["h1", "h2"])]
     ctxs += [_ctx(root, resources, s, inv) for s in ("b", "c")]
-    results = _together(ctxs)
+    results = _together(ctxs, stagger=0.3)  # a first in the playbook
     assert results["a"].status is Status.FAILED
     assert {t.status for t in results["a"].targets} == {Status.FAILED}
     assert results["b"].status is results["c"].status is Status.SUCCESS
@@ -252,8 +255,6 @@ def test_a_batch_waits_for_its_peers_only_never_for_a_step_started_alone(
 ) -> None:
     """A step without peers starts at once; a peer that fails before its play (no such
     playbook) does not hold the others back for ``GATHER_MAX``."""
-    import time
-
     from infra_automation.departments import ansible_batch
 
     monkeypatch.setattr(ansible_batch, "GATHER_MAX", 120.0)
