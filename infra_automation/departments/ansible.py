@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import difflib
 import errno
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -204,16 +205,23 @@ class PlaybookExecutor:
 
     def _run(self, ctx: StepContext, *, check: bool) -> StepResult:
         try:
-            batches = run_batches(ctx) if run_session(ctx) else None
+            session = run_session(ctx)
+            batches = run_batches(ctx) if session else None
         except ConfigurationError as exc:
             return StepResult.failure(str(exc), kind=ErrorKind.INVALID)
         try:
-            return self._play(ctx, check, batches)
+            return self._play(ctx, check, session, batches)
         finally:
             if batches is not None:
                 batches.arrive(ctx.step_id)  # joined a batch, or failed before: no one waits
 
-    def _play(self, ctx: StepContext, check: bool, batches: Batches | None) -> StepResult:
+    def _play(
+        self,
+        ctx: StepContext,
+        check: bool,
+        session: AnsibleSession | None,
+        batches: Batches | None,
+    ) -> StepResult:
         params = ctx.typed_params(PlaybookParams)
         playbook = ctx.root / PLAYBOOKS_DIR / params.playbook
         if not playbook.is_file():
@@ -235,7 +243,7 @@ class PlaybookExecutor:
             return _planned_only(params, planned)
         job = AnsibleJob(ctx, params, playbook, binary, targets, secret_values, check)
         job.strategy = strategy
-        job.session = run_session(ctx)
+        job.session = session
         return batches.run(job, planned) if batches else job.run(planned)
 
 
@@ -354,7 +362,7 @@ class AnsibleJob:
 
     def run(self, planned: Sequence[str] = ()) -> StepResult:
         """The step's playbook in an ``ansible-playbook`` of its own."""
-        launched = self.launch(self.playbook, self.extravars(), self.on_event)
+        launched = self.launch(self.playbook, self.extravars, self.on_event)
         if isinstance(launched, StepResult):
             return launched
         result = self.result(*launched, planned)
@@ -416,7 +424,8 @@ class AnsibleJob:
         from ansible_runner import RunnerConfig
 
         inventory = job / "hosts.json"
-        inventory.write_text(json.dumps(build_inventory(self.hosts, set(self.passwords()))))
+        passwords = set(self.extravars["infra_host_passwords"])
+        inventory.write_text(json.dumps(build_inventory(self.hosts, passwords)))
         options = "--diff --check" if self.check else "--diff"
         ours = ansible_env(self.binary, self.playbook, self.home, tmp)
         # without a run's session, the play's own SSH masters: a shared folder (Ansible's
@@ -443,7 +452,9 @@ class AnsibleJob:
         config.command = guard_command(command, timeout, keep=keep)
         return config
 
+    @functools.cached_property
     def extravars(self) -> dict[str, Any]:
+        """Every variable of the play, the step's secrets read once (batches compare them)."""
         return {
             **self.params.vars,
             **{k: Unsafe(v) for k, v in self.secret_values.items()},
@@ -488,7 +499,8 @@ class AnsibleJob:
         elif status == "ok" and res.get("changed"):
             status = "changed"
         task = str(data.get("task") or "")
-        self._count(host, status, res)
+        self._count(host, status)
+        self._read_report(res)
         self._record(host, task, status, res)
         self.ctx.emit(
             "task",
@@ -499,13 +511,16 @@ class AnsibleJob:
         )
         return False  # False: ansible-runner writes no job event file (they may hold secrets)
 
-    def _count(self, host: str, status: str, res: Mapping[str, Any]) -> None:
+    def _count(self, host: str, status: str) -> None:
         """The recap's counts, as Ansible keeps them (an ignored failure counts as ok)."""
         counts = self.counted.setdefault(host, {})
         key = COUNTED[status]
         counts[key] = counts.get(key, 0) + 1
         if status == "changed":
             counts["ok"] = counts.get("ok", 0) + 1
+
+    def _read_report(self, res: Mapping[str, Any]) -> None:
+        """What a ``set_stats`` task of the report role said (the recap has it too)."""
         data = (res.get("ansible_stats") or {}).get("data") or {}
         if isinstance(data.get(REPORT_KEY), Mapping):
             self.reported.update(data[REPORT_KEY])

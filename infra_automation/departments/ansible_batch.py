@@ -71,13 +71,18 @@ class Member:
     planned: tuple[str, ...]
     done: threading.Event = field(default_factory=threading.Event)
     result: StepResult | None = None  # None once done: the step runs alone
+    # its extra vars but the identity ones, and the batch key: read once (secrets included)
+    shared: dict[str, Any] = field(init=False)
+    key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        extravars = self.job.extravars
+        self.shared = {k: v for k, v in extravars.items() if k not in IDENTITY_VARS}
+        self.key = batch_key(self.job, extravars["infra_host_passwords"])
 
     @property
     def step_id(self) -> str:
         return self.job.ctx.step_id
-
-    def shared_vars(self) -> dict[str, Any]:
-        return {k: v for k, v in self.job.extravars().items() if k not in IDENTITY_VARS}
 
 
 @dataclass
@@ -91,10 +96,9 @@ class Batch:
 
     def admits(self, member: Member) -> bool:
         """No variable the member shares with the batch has another value there."""
-        ours = member.shared_vars()
         for other in self.members:
-            theirs = other.shared_vars()
-            if any(theirs[k] != v for k, v in ours.items() if k in theirs):
+            theirs = other.shared
+            if any(theirs[k] != v for k, v in member.shared.items() if k in theirs):
                 return False
         return True
 
@@ -115,13 +119,13 @@ class Batches:
 
     def run(self, job: AnsibleJob, planned: Sequence[str] = ()) -> StepResult:
         member = Member(job, tuple(planned))
-        key = batch_key(job)
+        key = member.key
         with self._cond:
             batch = self._open.get(key)
-            lead = batch is None or not batch.admits(member)
-            if batch is None or lead:
+            if batch is None or not batch.admits(member):
                 batch = self._open[key] = Batch()
             batch.members.append(member)
+            lead = batch.members[0] is member
             self._arrived.add(member.step_id)
             self._cond.notify_all()
         if lead:
@@ -146,13 +150,13 @@ class Batches:
                 del self._open[key]
 
 
-def batch_key(job: AnsibleJob) -> str:
+def batch_key(job: AnsibleJob, passwords: Mapping[str, str]) -> str:
     """Steps with the same key may share a process: the same hosts (and their connection
     variables), check mode, strategy and session."""
     from infra_automation.departments.ansible import build_inventory
 
     session = str(job.session.path) if job.session else ""
-    hosts = build_inventory(job.hosts, set(job.passwords()))
+    hosts = build_inventory(job.hosts, set(passwords))
     return json.dumps([hosts, job.check, job.strategy.name, session], sort_keys=True)
 
 
@@ -231,7 +235,7 @@ def _run_together(members: Sequence[Member]) -> None:
     steps = ", ".join(m.step_id for m in members)
     extravars: dict[str, Any] = {}
     for member in members:
-        extravars |= member.shared_vars()
+        extravars |= member.shared
         member.job.output.append(f"batch: one ansible-playbook for the steps {steps}\n")
     strategy = lead.strategy
     for member in members[1:]:  # the lead's own line comes from its launch
