@@ -22,6 +22,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import threading
 import time
 from collections import deque
@@ -102,10 +104,13 @@ class Scheduler:
         self._record_lock = threading.Lock()
         self._run_step_at = run_step or self.execute_step
         self._peers: dict[str, tuple[str, ...]] = {}  # steps started together, same executor
+        self._waiting: dict[str, set[str]] = {}  # step -> the needs it still waits for
+        self._followers: dict[str, tuple[str, ...]] = {}  # StepContext.followers, by id
 
     def run(self) -> dict[str, StepResult]:
         """Run every step not already in ``results``; returns results in plan order."""
         waiting, ready = self._initial_state()
+        self._waiting = waiting
         with ThreadPoolExecutor(self.parallel, thread_name_prefix="infra-step") as pool:
             running: dict[Future[StepResult], str] = {}
             while (ready and self.record_error is None) or running:
@@ -130,7 +135,22 @@ class Scheduler:
             self._peers[sid] = tuple(
                 o for o in started if o != sid and self._steps[o].executor == executor
             )
+            self._followers[sid] = self._follower_ids(sid)
         return started
+
+    def _follower_ids(self, sid: str) -> tuple[str, ...]:
+        """The steps waiting for ``sid`` only, with its executor, whose params and targets
+        do not name it (see ``StepContext.followers``)."""
+        executor = self._steps[sid].executor
+        named = re.compile(rf"(?<![\w-]){re.escape(sid)}(?![\w-])")
+        return tuple(
+            dep
+            for dep in self._dependents[sid]
+            if self._waiting.get(dep) == {sid}
+            and dep not in self.results
+            and self._steps[dep].executor == executor
+            and not named.search(repr((self._steps[dep].params, self._steps[dep].targets)))
+        )
 
     def _send(self, event: Event) -> str | None:
         """Emit ``event``; the run record's error if it could not be written."""
@@ -229,8 +249,7 @@ class Scheduler:
                 status=Status.SKIPPED, error=f"{step.executor} does not support check mode"
             )
         try:
-            params = info.params.model_validate(self._render(step.params, step.id, "params"))
-            targets = self._targets(step)
+            params, targets = self._rendered(step)
         except ValidationError as exc:
             return StepResult.failure("invalid params: " + _field_errors(exc), kind=INVALID)
         except InfraError as exc:
@@ -239,6 +258,26 @@ class Scheduler:
             return StepResult.failure(str(exc), kind=INVALID)
         result = self._call(executor, self._context(step, params, targets))
         return self._checked_outputs(result, info.outputs)
+
+    def _rendered(self, step: PlannedStep) -> tuple[BaseModel, tuple[str, ...]]:
+        """The step's validated params and its targets, from the outputs known now."""
+        info = self.registry.get(step.executor).info
+        params = info.params.model_validate(self._render(step.params, step.id, "params"))
+        return params, self._targets(step)
+
+    def _prepared(self, ids: tuple[str, ...]) -> tuple[StepContext, ...]:
+        """``StepContext.followers``: the contexts of ``ids`` that render now."""
+        contexts = []
+        for sid in ids:
+            step = self._steps[sid]
+            if self.env.check and not self.registry.get(step.executor).info.supports_check:
+                continue
+            try:
+                params, targets = self._rendered(step)
+            except (ValidationError, InfraError, ValueError):
+                continue  # it renders when it starts, or fails then, on its own
+            contexts.append(self._context(step, params, targets))
+        return tuple(contexts)
 
     def _call(self, executor: Executor, ctx: StepContext) -> StepResult:
         result = executor.preview(ctx) if self.env.check else executor.apply(ctx)
@@ -292,8 +331,9 @@ class Scheduler:
             emit=emit,
             db=self.env.db,
             root=self.env.root,
-            upstream={n: self.outputs[n] for n in step.needs},
+            upstream={n: self.outputs[n] for n in step.needs if n in self.outputs},
             peers=self._peers.get(step.id, ()),
+            followers=functools.partial(self._prepared, self._followers.get(step.id, ())),
         )
 
     def _event(self, kind: str, sid: str, data: Mapping[str, Any], at: Any = None) -> Event:

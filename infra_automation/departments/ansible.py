@@ -222,6 +222,18 @@ class PlaybookExecutor:
         session: AnsibleSession | None,
         batches: Batches | None,
     ) -> StepResult:
+        made = self._job(ctx, check, session)
+        if isinstance(made, StepResult):
+            return made
+        job, planned = made
+        if batches is None:
+            return job.run(planned)
+        return batches.run(job, planned, lambda: self._followers(ctx, check, session))
+
+    def _job(
+        self, ctx: StepContext, check: bool, session: AnsibleSession | None
+    ) -> tuple[AnsibleJob, tuple[str, ...]] | StepResult:
+        """The step's play and the hosts it plans for, or why it cannot run."""
         params = ctx.typed_params(PlaybookParams)
         playbook = ctx.root / PLAYBOOKS_DIR / params.playbook
         if not playbook.is_file():
@@ -244,7 +256,19 @@ class PlaybookExecutor:
         job = AnsibleJob(ctx, params, playbook, binary, targets, secret_values, check)
         job.strategy = strategy
         job.session = session
-        return batches.run(job, planned) if batches else job.run(planned)
+        return job, tuple(planned)
+
+    def _followers(
+        self, ctx: StepContext, check: bool, session: AnsibleSession | None
+    ) -> list[AnsibleJob]:
+        """The plays of the steps that follow this one (``StepContext.followers``), as
+        prepared now; a follower whose play cannot be built here is left to run alone."""
+        jobs = []
+        for follower in ctx.followers():
+            made = self._job(follower, follower.check, session)
+            if not isinstance(made, StepResult) and not made[1]:
+                jobs.append(made[0])
+        return jobs
 
 
 # --- targets, secrets, tools ----------------------------------------------------------------

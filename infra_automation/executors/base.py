@@ -130,6 +130,10 @@ def _no_emit(kind: str, data: Mapping[str, Any]) -> None:
     return None
 
 
+def _no_followers() -> tuple[StepContext, ...]:
+    return ()
+
+
 @dataclass(frozen=True)
 class StepContext:
     """Everything a step may use. Built by the scheduler, one per step execution.
@@ -141,6 +145,11 @@ class StepContext:
     ``peers``: the steps of the run the scheduler started at the same moment with the same
     executor (an executor may wait for them to share work: ``os.playbook`` runs such steps
     on the same hosts in one ``ansible-playbook``); empty for a step started alone.
+    ``followers()``: the contexts, prepared now, of the steps that wait for this one only and
+    have the same executor, whose params do not name this step (so this step's outputs
+    cannot change them). An executor may start their work right after this step's, in one
+    process (``os.playbook`` does, gated: a follower's work begins only once the scheduler
+    started that step); each still starts, and is recorded, when the scheduler starts it.
     """
 
     run_id: str
@@ -158,6 +167,7 @@ class StepContext:
     root: Path = field(default_factory=Path.cwd)
     upstream: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     peers: tuple[str, ...] = ()
+    followers: Callable[[], tuple[StepContext, ...]] = _no_followers
 
     def typed_params(self, model: type[P]) -> P:
         """The params as the executor's own model (narrowed for mypy)."""

@@ -21,7 +21,9 @@ import pytest
 import yaml
 from landscape_root import infra, make_root, write_request
 
+from infra_automation.config import load_settings
 from infra_automation.departments.vmware import vcenter_config
+from infra_automation.engine import Engine
 from infra_automation.inventory import Inventory, load_inventory
 from infra_automation.lab import Lab
 
@@ -189,24 +191,33 @@ def test_apply_builds_the_landscape_on_every_target(
     assert len(list(cases)) == len(applied["steps"])
 
 
-def test_the_steps_after_the_baseline_shared_one_ansible_playbook(
+def test_the_baseline_and_the_steps_after_it_shared_one_ansible_playbook(
     applied: dict[str, Any], root: Path
 ) -> None:
-    """web, backup and monitoring start together on the same VMs: one ansible-playbook ran
-    their three playbooks (unless batching or the session is off), each step kept its own
-    result and its own part of the log."""
+    """web, backup and monitoring wait for the baseline only, on the same VMs: one
+    ansible-playbook ran the four playbooks (unless batching or the session is off), the
+    three after the baseline only once the scheduler had started them, after the baseline
+    had succeeded; each step kept its own result and its own part of the log."""
     off = "0" in (os.environ.get("INFRA_ANSIBLE_BATCH"), os.environ.get("INFRA_ANSIBLE_SESSION"))
     logs = root / ".infra" / "ansible" / applied["run_id"]
     wave = ("web", "backup", "monitoring")
-    for sid in wave:
+    shared = ("os_baseline", *wave)
+    for sid in shared:
         log = (logs / f"{sid}.log").read_text()
         line = next((x for x in log.splitlines() if x.startswith("batch: ")), "")
         assert bool(line) is not off, log[:2000]
         prefix = "batch: one ansible-playbook for the steps "
-        assert off or set(line.removeprefix(prefix).split(", ")) == set(wave), line
-        for other in set(wave) - {sid}:
+        assert off or line.removeprefix(prefix).split(", ") == list(shared), line
+        assert "alone now" not in log
+        for other in set(shared) - {sid}:
             assert f"TASK [{other} :" not in log  # another step's tasks are not in its log
-    assert "batch: " not in (logs / "os_baseline.log").read_text()
+    engine = Engine(load_settings(root))
+    run = engine.store.get_run(applied["run_id"])
+    engine.close()
+    baseline = run.step("os_baseline")
+    for sid in wave:
+        step = run.step(sid)
+        assert baseline.finished_at and step.started_at and baseline.finished_at <= step.started_at
     hosts = {sid: applied["steps"][sid]["outputs"]["hosts"] for sid in wave}
     for vm in (f"{PROJECT}-web-01", f"{PROJECT}-web-02"):
         assert hosts["web"][vm]["services"]["nginx"] == "running"

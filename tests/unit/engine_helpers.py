@@ -87,6 +87,7 @@ class RecordExecutor:
             targets=ctx.targets,
             upstream=dict(ctx.upstream),
             peers=ctx.peers,
+            followers={f.step_id: f.typed_params(RecordParams).value for f in ctx.followers()},
         )
         ctx.emit("task", {"host": "none", "task": f"record {p.value}", "status": "ok"})
         if p.sleep and mode == "apply":

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from infra_automation.departments import ansible_batch
 from infra_automation.departments.ansible import MITOGEN_ENV, PlaybookExecutor, PlaybookParams
-from infra_automation.departments.ansible_batch import BATCH_ENV, Router, marker
+from infra_automation.departments.ansible_batch import BATCH_ENV, Router, Slot
 from infra_automation.executors.base import RunResources, StepContext
 from infra_automation.inventory import Inventory, InventoryFile
 from infra_automation.results import Status, StepResult
@@ -228,26 +229,121 @@ class _Member:
 
 
 def test_the_router_hands_events_to_the_step_of_the_last_marker() -> None:
-    a, b, c = (_Member(s) for s in "abc")
-    router = Router([a, b, c])  # type: ignore[list-item]
+    a, b, c = (Slot(i, _Member(s)) for i, s in enumerate("abc"))  # type: ignore[arg-type]
+    router = Router([a, b, c])
     task = {"event": "runner_on_ok", "event_data": {"host": "h1"}}
     for event in (
         {"event": "playbook_on_start"},
-        _play(marker(0, a)),  # type: ignore[arg-type]
+        _play(a.marker),
         task,  # the marker's own task: no step's
         _play("Play of a"),
         task,
-        _play(marker(1, b)),  # type: ignore[arg-type]
-        _play("Play of b"),
-        task,
-        {"event": "playbook_on_stats", "stdout": "PLAY RECAP"},
+        _play(b.marker),
     ):
         router(event)
-    assert a.job.events == ["playbook_on_play_start", "runner_on_ok"]
-    assert b.job.events == ["playbook_on_play_start", "runner_on_ok"]
-    assert c.job.events == []
-    assert "PLAY RECAP\n" in b.job.output
-    assert [router.finished(i) for i in range(3)] == [True, True, False]
+    assert a.ended.is_set() and a.finished  # its part ended when the next marker started
+    assert not b.ended.is_set()
+    for event in (_play("Play of b"), task, {"event": "playbook_on_stats", "stdout": "RECAP"}):
+        router(event)
+    assert a.member.job.events == ["playbook_on_play_start", "runner_on_ok"]  # type: ignore[attr-defined]
+    assert b.member.job.events == ["playbook_on_play_start", "runner_on_ok"]  # type: ignore[attr-defined]
+    assert c.member.job.events == []  # type: ignore[attr-defined]
+    assert "RECAP\n" in b.member.job.output
+    assert b.finished and not c.finished and not c.ended.is_set()  # c: at the process's end
+
+
+# followers: each play records, on each host, when it ran
+MARK = """\
+- name: Play of {step}
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Fail where asked
+      ansible.builtin.fail:
+        msg: "{step} fails on {{{{ inventory_hostname }}}}"
+      when: inventory_hostname in (fail_on_{step} | default([]))
+    - name: Mark when it ran
+      ansible.builtin.copy:
+        content: "{{{{ lookup('ansible.builtin.pipe', 'date +%s.%N') }}}}"
+        dest: "{{{{ marks }}}}/{step}-{{{{ inventory_hostname }}}}"
+        mode: "0600"
+"""
+
+
+@pytest.fixture
+def marks(root: Path) -> Path:
+    for step in ("a", "b", "c"):
+        (root / "playbooks" / f"{step}.yml").write_text(MARK.format(step=step))
+    (root / "marks").mkdir()
+    return root / "marks"
+
+
+def _with_followers(
+    root: Path, resources: RunResources, marks: Path, **lead_vars: Any
+) -> tuple[StepContext, StepContext, StepContext]:
+    """a, and b and c waiting for a only, prepared when a starts (as the scheduler does)."""
+    inv = _inventory(root)
+    b, c = (_ctx(root, resources, s, inv, marks=str(marks)) for s in ("b", "c"))
+    a = replace(_ctx(root, resources, "a", inv, marks=str(marks), **lead_vars))
+    return replace(a, followers=lambda: (b, c)), b, c
+
+
+def _mark(marks: Path, step: str, host: str = "h1") -> float:
+    return float((marks / f"{step}-{host}").read_text())
+
+
+def test_followers_run_in_the_process_of_their_need_once_they_start(
+    root: Path, resources: RunResources, marks: Path
+) -> None:
+    """a's result comes while its process waits at b's gate; b's and c's plays run in that
+    process, each only after its step started, each with its own result and log."""
+    a, b, c = _with_followers(root, resources, marks)
+    first = PlaybookExecutor().apply(a)
+    assert first.status is Status.SUCCESS, first.error
+    time.sleep(1.0)  # the scheduler is slow to start b: its play waits for it
+    assert not (marks / "b-h1").exists()
+    started = time.time()
+    results = _together([b, c])
+    assert {s: r.status for s, r in results.items()} == {"b": Status.SUCCESS, "c": Status.SUCCESS}
+    assert _mark(marks, "b") >= started and _mark(marks, "c") >= started
+    assert _mark(marks, "a") < started - 0.9
+    for step in "abc":
+        log = _log(root, step)
+        assert "batch: one ansible-playbook for the steps a, b, c" in log
+        assert f"PLAY [Play of {step}]" in log
+        assert {f"PLAY [Play of {o}]" in log for o in "abc" if o != step} == {False}
+        assert "alone now" not in log
+    assert resources.close() == []
+
+
+def test_followers_of_a_step_that_failed_never_run_there(
+    root: Path, resources: RunResources, marks: Path
+) -> None:
+    """a failed on one host: the scheduler will not start b and c, and the process ends
+    at b's gate without running them."""
+    a, _, _ = _with_followers(root, resources, marks, fail_on_a=["h1"])
+    started = time.monotonic()
+    result = PlaybookExecutor().apply(a)
+    assert result.status is Status.FAILED
+    assert resources.close() == []  # waits for the process: it ended at the gate
+    assert time.monotonic() - started < 30
+    assert (marks / "a-h2").exists() and not (marks / "a-h1").exists()
+    assert sorted(p.name for p in marks.iterdir()) == ["a-h2"]
+
+
+def test_a_follower_started_too_late_runs_alone(
+    root: Path, resources: RunResources, marks: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate waits ``GATHER_MAX`` for its step, then closes: the playbook ends there, and
+    a follower that starts later runs alone; one that never starts never runs."""
+    monkeypatch.setattr(ansible_batch, "GATHER_MAX", 0.5)
+    a, _, c = _with_followers(root, resources, marks)
+    assert PlaybookExecutor().apply(a).status is Status.SUCCESS
+    time.sleep(3.0)
+    result = PlaybookExecutor().apply(c)
+    assert result.status is Status.SUCCESS, result.error
+    assert sorted(p.name for p in marks.iterdir()) == ["a-h1", "a-h2", "c-h1", "c-h2"]
+    assert "batch:" not in _log(root, "c")
 
 
 def test_a_batch_waits_for_its_peers_only_never_for_a_step_started_alone(
@@ -255,7 +351,6 @@ def test_a_batch_waits_for_its_peers_only_never_for_a_step_started_alone(
 ) -> None:
     """A step without peers starts at once; a peer that fails before its play (no such
     playbook) does not hold the others back for ``GATHER_MAX``."""
-    from infra_automation.departments import ansible_batch
 
     monkeypatch.setattr(ansible_batch, "GATHER_MAX", 120.0)
     inv = _inventory(root)

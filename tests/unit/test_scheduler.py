@@ -98,6 +98,30 @@ def test_steps_started_together_know_their_peers_of_the_same_executor(
     assert peers["d"] == set() and peers["e"] == set()
 
 
+def test_a_step_knows_its_followers_prepared_with_the_params_they_start_with(
+    engine: Engine, request_for: Make, calls: Calls
+) -> None:
+    """``StepContext.followers``: the steps that wait for this one only, with its executor,
+    whose params do not name it, rendered from the outputs known when it starts, as each
+    of them later starts with."""
+    req = request_for(
+        "followers",
+        [
+            step("a", "test.record", params={"value": "A"}),
+            step("x", "test.record", params={"value": "X", "sleep": 0.3}),
+            step("b", "test.record", needs=["a"], params={"value": "b"}),
+            step("n", "test.record", needs=["a"], params={"value": "{{ steps.a.outputs.value }}"}),
+            step("w", "test.record", needs=["a", "x"], params={"value": "w"}),  # x still runs
+            step("s", "core.sleep", needs=["a"], params={"seconds": 0.01}),  # another executor
+        ],
+    )
+    assert not engine.apply(req, parallel=4).failed
+    seen = {i["step"]: i for i in calls.items}
+    assert seen["a"]["followers"] == {"b": "b"}
+    assert seen["b"]["params"]["value"] == "b"  # as prepared
+    assert seen["b"]["followers"] == seen["x"]["followers"] == {}
+
+
 def test_parallel_one_runs_one_at_a_time(engine: Engine, request_for: Make) -> None:
     sleepy = {"seconds": 0.1}
     req = request_for("serial", [step(x, "core.sleep", params=sleepy) for x in "abc"])
