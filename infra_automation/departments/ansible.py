@@ -386,7 +386,7 @@ class AnsibleJob:
 
     def run(self, planned: Sequence[str] = ()) -> StepResult:
         """The step's playbook in an ``ansible-playbook`` of its own."""
-        launched = self.launch(self.playbook, self.extravars, self.on_event)
+        launched = self.launch(self.extravars, self.on_event)
         if isinstance(launched, StepResult):
             return launched
         result = self.result(*launched, planned)
@@ -395,7 +395,6 @@ class AnsibleJob:
 
     def launch(
         self,
-        playbook: Path,
         extravars: Mapping[str, Any],
         handler: Callable[[Mapping[str, Any]], bool],
         *,
@@ -403,9 +402,9 @@ class AnsibleJob:
         forks: int | None = None,
         wrapper: str | None = None,
     ) -> tuple[str, int | None] | StepResult:
-        """One ``ansible-playbook`` in this job's private dir: ``playbook`` (or the text
-        ``wrapper``, written there) with ``extravars`` through the FIFO, events to
-        ``handler``; its status and exit code, or the failure to start it."""
+        """One ``ansible-playbook`` in this job's private dir: the step's playbook, or the
+        playbook text ``wrapper`` (written there), with ``extravars`` through the FIFO,
+        events to ``handler``; its status and exit code, or the failure to start it."""
         try:
             from ansible_runner import Runner
             from ansible_runner.exceptions import AnsibleRunnerException
@@ -418,6 +417,7 @@ class AnsibleJob:
         job = new_job_dir(self.state, self.ctx.run_id, self.ctx.step_id)
         tmp = new_temp_dir()
         self.output.append(f"strategy: {self.strategy.name} ({self.strategy.note})\n")
+        playbook = self.playbook
         if wrapper is not None:
             playbook = job / "batch.yml"
             playbook.write_text(wrapper)

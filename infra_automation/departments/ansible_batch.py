@@ -471,7 +471,6 @@ def _launch(slots: Sequence[Slot]) -> tuple[str, int | None] | StepResult:
     for member in members[1:]:  # the lead's own line comes from its launch
         member.job.output.append(f"strategy: {strategy.name} ({strategy.note})\n")
     return lead.launch(
-        lead.playbook,
         extravars,
         Router(slots),
         timeout=sum(m.job.params.timeout for m in members),
