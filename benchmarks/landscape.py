@@ -7,21 +7,22 @@ In one process, on the same hosts, back to back, for each Ansible mode:
 
 - ``tuned``: what the engine does by default (mitogen when installed and supported, SSH
   masters and facts shared by the Ansible steps of a run, one ``ansible-playbook`` for the
-  steps that start together on the same hosts);
+  steps that start together on the same hosts, and for the steps that wait for them only);
 - ``stock``: Ansible's own ``linear`` strategy, every play its own process, connections and
   facts (``INFRA_ANSIBLE_MITOGEN=0 INFRA_ANSIBLE_SESSION=0 INFRA_ANSIBLE_BATCH=0``);
 
 it times a fresh build, a no-op re-apply and a dry run (check mode, on the built landscape),
-then decommissions the landscape. Tuned runs first, so stock gets hosts whose packages the
-tuned build already installed: the comparison errs in stock's favour. Prints each phase's
-wall time (first step start to last step end), tuned next to stock, their ratio, and the
-tuned run's ratio to its critical path (the longest chain of step durations), and the CPU
-seconds the phase cost on the controller (this process and every process it started: the
-engine, ansible-playbook, its workers, mitogen) with the load average when it ended: on a
-machine shared with other work the wall times follow the load, the CPU seconds much less.
-Runs in a
-throwaway project root (the repository's catalog, templates, playbooks linked in); the
-landscape is decommissioned at the end unless ``--keep`` (then only the last mode's stays).
+each ``--repeat`` times (a fresh build after a decommission each time; the median is
+reported, with the range), then decommissions the landscape. Tuned runs first, so stock gets
+hosts whose packages the tuned build already installed: the comparison errs in stock's
+favour. Prints each phase's wall time (first step start to last step end), tuned next to
+stock, their ratio, and the tuned run's ratio to its critical path (the longest chain of
+step durations), and the CPU seconds the phase cost on the controller (this process and
+every process it started: the engine, ansible-playbook, its workers, mitogen) with the load
+average when it ended: on a machine shared with other work the wall times follow the load,
+the CPU seconds much less. Runs in a throwaway project root (the repository's catalog,
+templates, playbooks linked in); the landscape is decommissioned at the end unless
+``--keep`` (then only the last mode's stays).
 """
 
 from __future__ import annotations
@@ -123,29 +124,45 @@ def cpu_seconds() -> float:
 
 def run_mode(
     engine: Engine, request: Request, gone: Request, args: argparse.Namespace
-) -> dict[str, Timing]:
-    timings: dict[str, Timing] = {}
+) -> dict[str, list[Timing]]:
+    timings: dict[str, list[Timing]] = {}
     try:
         for phase in PHASES:
-            used = cpu_seconds()
-            result = engine.apply(request, parallel=args.parallel, check=phase == "dry run")
-            measured = timing(engine.store.get_run(result.run_id))
-            t = replace(measured, cpu=cpu_seconds() - used, load=os.getloadavg()[0])
-            timings[phase] = t
-            print(
-                f"    {phase:15s} {t.wall:6.1f} s  cpu {t.cpu:5.1f} s  load {t.load:4.1f}"
-                f"  {t.status}",
-                flush=True,
-            )
+            for round_ in range(args.repeat):
+                if phase == "fresh build" and round_:
+                    engine.apply(gone)  # fresh again
+                t = measure(engine, request, check=phase == "dry run", parallel=args.parallel)
+                timings.setdefault(phase, []).append(t)
+                print(
+                    f"    {phase:15s} {t.wall:6.1f} s  cpu {t.cpu:5.1f} s  load {t.load:4.1f}"
+                    f"  {t.status}",
+                    flush=True,
+                )
     finally:
         if not args.keep:
             engine.apply(gone)
     return timings
 
 
-def report(results: dict[str, dict[str, Timing]]) -> None:
-    tuned, stock = results["tuned"], results["stock"]
+def measure(engine: Engine, request: Request, *, check: bool, parallel: int) -> Timing:
+    used = cpu_seconds()
+    result = engine.apply(request, parallel=parallel, check=check)
+    measured = timing(engine.store.get_run(result.run_id))
+    return replace(measured, cpu=cpu_seconds() - used, load=os.getloadavg()[0])
+
+
+def median(timings: list[Timing]) -> Timing:
+    """The run of median wall time (the lower middle one of an even count)."""
+    return sorted(timings, key=lambda t: t.wall)[(len(timings) - 1) // 2]
+
+
+def report(results: dict[str, dict[str, list[Timing]]]) -> None:
+    tuned = {p: median(ts) for p, ts in results["tuned"].items()}
+    stock = {p: median(ts) for p, ts in results["stock"].items()}
+    rounds = len(results["tuned"][PHASES[0]])
     print()
+    if rounds > 1:
+        print(f"medians of {rounds} rounds (range: fastest-slowest)")
     print(f"{'phase':16s} {'tuned':>8s} {'stock':>8s} {'stock/tuned':>12s} "
           f"{'tuned/critical':>15s} {'goal':>7s}     "
           f"{'cpu tuned':>9s} {'cpu stock':>9s}")  # fmt: skip
@@ -156,8 +173,15 @@ def report(results: dict[str, dict[str, Timing]]) -> None:
             f"{phase:16s} {t.wall:7.1f}s {s.wall:7.1f}s {s.wall / t.wall:11.2f}x "
             f"{t.wall / t.critical:15.3f} {GOALS[phase]:5.0f}s {ok:6s} {t.cpu:8.1f}s {s.cpu:8.1f}s"
         )
+        if rounds > 1:
+            spans = [
+                f"{min(x.wall for x in ts):.1f}-{max(x.wall for x in ts):.1f}s"
+                for ts in (results["tuned"][phase], results["stock"][phase])
+            ]
+            print(f"{'':16s} range: tuned {spans[0]}, stock {spans[1]}")
     for mode, timings in results.items():
-        for phase, t in timings.items():
+        for phase, ts in timings.items():
+            t = median(ts)
             print(f"  {mode} {phase}: {t.status}; slowest: {t.slowest}")
 
 
@@ -167,13 +191,16 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--modes", default="tuned,stock", help="comma-separated: tuned, stock")
     parser.add_argument("--keep", action="store_true", help="leave the landscape built")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of each phase; the median is reported"
+    )
     args = parser.parse_args()
     lab = Lab(Path(__file__).resolve().parents[1], os.environ.get("INFRA_LAB_NAME", DEFAULT_NAME))
     if not lab.status().up:
         print(f"the lab {lab.name!r} is not up: run `infra lab up` first", file=sys.stderr)
         return 2
     started = time.monotonic()
-    results: dict[str, dict[str, Timing]] = {}
+    results: dict[str, dict[str, list[Timing]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-landscape-") as tmp:
         root = make_root(Path(tmp) / "root", lab.inventory_path)
         engine = Engine(load_settings(root))

@@ -42,7 +42,8 @@ else
   # The whole suite as users run it (mitogen, installed by the dev extra, on by default); the
   # Ansible lab tests again on Ansible's stock strategies, the fallback without mitogen.
   echo "==> pytest (unit, database, service, portal, workers, lab integration; Ansible on mitogen)"
-  INFRA_ANSIBLE_MITOGEN=1 run_pytest --ignore=tests/faults
+  # --durations: the slowest tests, named in the log (the suite must stay well under CI's limit)
+  INFRA_ANSIBLE_MITOGEN=1 run_pytest --ignore=tests/faults --durations=30
   echo "==> Ansible lab tests again with Ansible's stock strategies"
   INFRA_ANSIBLE_MITOGEN=0 run_pytest tests/integration/test_ansible_lab.py \
     tests/integration/test_ansible_crash_lab.py tests/integration/test_speed_session_lab.py
