@@ -141,7 +141,6 @@ class Slot:
     member: Member  # a follower's: as prepared until its step joins
     after: int | None = None  # a follower: the slot of the step it waits for
     gate: Path | None = None  # a follower's gate file: "go" lets its play run
-    joined: bool = True  # a follower: its step started and took its place
     decided: bool = False  # its gate file is written
     started: bool = False  # its own play began
     finished: bool = False  # its playbook ran to its end (or stopped, as it would alone)
@@ -228,10 +227,15 @@ class Batches:
         self._pipelines: list[Pipeline] = []
 
     def arrive(self, step_id: str) -> None:
-        """A step got here, joining a batch or not (an early failure): no one waits for it."""
+        """A step got here, joining a batch or not (an early failure): no one waits for it,
+        and a place prepared for it that it did not take closes now, not at its timeout."""
         with self._cond:
             self._arrived.add(step_id)
             self._cond.notify_all()
+            reserved = self._reserved.pop(step_id, None)
+        if reserved is not None:
+            pipeline, slot = reserved
+            pipeline.decide(slot, go=False)
 
     def run(
         self, job: AnsibleJob, planned: Sequence[str] = (), followers: Followers = _none
@@ -283,7 +287,7 @@ class Batches:
             member.job.output.append("batch: the play prepared for this step changed: alone\n")
             return None
         before = slot.member.job.output  # the marker's lines, if it came already
-        slot.member, slot.joined = member, True
+        slot.member = member
         member.job.output[:0] = before
         pipeline.decide(slot, go=True)
         result = pipeline.outcome(slot)
@@ -317,7 +321,7 @@ class Batches:
             for after, follower in prepared:
                 index = len(slots)
                 gate = gates / str(index) if gates else None
-                slots.append(Slot(index, follower, after, gate, joined=False))
+                slots.append(Slot(index, follower, after, gate))
         if len(slots) == 1:
             return None
         pipeline = Pipeline(slots, gates, self._release)

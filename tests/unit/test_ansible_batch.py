@@ -364,3 +364,22 @@ def test_a_batch_waits_for_its_peers_only_never_for_a_step_started_alone(
     assert results["b"].status is results["c"].status is Status.SUCCESS
     assert "batch: one ansible-playbook for the steps" in _log(root, "b")
     assert time.monotonic() - started < 60  # neither waited GATHER_MAX
+
+
+def test_a_follower_that_fails_before_its_play_closes_its_gate_at_once(
+    root: Path, resources: RunResources, marks: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """b was prepared, but fails when it starts, before its play (here: its playbook went
+    away): its gate closes then, not after ``GATHER_MAX``; c, behind it, runs alone."""
+    monkeypatch.setattr(ansible_batch, "GATHER_MAX", 60.0)
+    a, b, c = _with_followers(root, resources, marks)
+    assert PlaybookExecutor().apply(a).status is Status.SUCCESS
+    started = time.monotonic()
+    (root / "playbooks" / "b.yml").unlink()
+    failed = PlaybookExecutor().apply(b)
+    assert failed.status is Status.FAILED and "no playbook" in str(failed.error)
+    result = PlaybookExecutor().apply(c)
+    assert result.status is Status.SUCCESS, result.error
+    assert time.monotonic() - started < 30  # no gate held for GATHER_MAX
+    assert sorted(p.name for p in marks.iterdir()) == ["a-h1", "a-h2", "c-h1", "c-h2"]
+    assert resources.close() == []
