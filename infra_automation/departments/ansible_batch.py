@@ -282,7 +282,9 @@ class Batches:
 
     def _follow(self, pipeline: Pipeline, slot: Slot, member: Member) -> StepResult | None:
         """Take the place prepared for this step, if its play is still the one prepared."""
-        if member.key != slot.member.key or member.shared != slot.member.shared:
+        prepared = slot.member
+        same = (member.key, member.shared, member.job.playbook)
+        if same != (prepared.key, prepared.shared, prepared.job.playbook):
             pipeline.decide(slot, go=False)
             member.job.output.append("batch: the play prepared for this step changed: alone\n")
             return None

@@ -383,3 +383,21 @@ def test_a_follower_that_fails_before_its_play_closes_its_gate_at_once(
     assert time.monotonic() - started < 30  # no gate held for GATHER_MAX
     assert sorted(p.name for p in marks.iterdir()) == ["a-h1", "a-h2", "c-h1", "c-h2"]
     assert resources.close() == []
+
+
+def test_a_follower_whose_play_changed_runs_alone_never_as_prepared(
+    root: Path, resources: RunResources, marks: Path
+) -> None:
+    """b started with other variables than prepared: its gate closes, the prepared play
+    never runs, b runs alone with what it started with."""
+    a, b, _ = _with_followers(root, resources, marks)
+    assert PlaybookExecutor().apply(a).status is Status.SUCCESS
+    other = root / "other-marks"
+    other.mkdir()
+    changed = replace(b, params=PlaybookParams(playbook="b.yml", vars={"marks": str(other)}))
+    result = PlaybookExecutor().apply(changed)
+    assert result.status is Status.SUCCESS, result.error
+    assert sorted(p.name for p in other.iterdir()) == ["b-h1", "b-h2"]
+    assert sorted(p.name for p in marks.iterdir()) == ["a-h1", "a-h2"]
+    assert "the play prepared for this step changed: alone" in _log(root, "b")
+    assert resources.close() == []
