@@ -265,7 +265,7 @@ class PlaybookExecutor:
         prepared now; a follower whose play cannot be built here is left to run alone."""
         jobs = []
         for follower in ctx.followers():
-            made = self._job(follower, follower.check, session)
+            made = self._job(follower, check, session)  # in the lead's mode: one process
             if not isinstance(made, StepResult) and not made[1]:
                 jobs.append(made[0])
         return jobs

@@ -67,7 +67,7 @@ from infra_automation.exceptions import ConfigurationError
 from infra_automation.results import Status, StepResult
 
 if TYPE_CHECKING:
-    from infra_automation.departments.ansible import AnsibleJob
+    from infra_automation.departments.ansible import AnsibleJob, AnsibleSession
     from infra_automation.executors.base import StepContext
 
 BATCH_ENV = "INFRA_ANSIBLE_BATCH"  # "0": every step its own ansible-playbook
@@ -139,7 +139,6 @@ class Slot:
 
     index: int
     member: Member  # a follower's: as prepared until its step joins
-    after: int | None = None  # a follower: the slot of the step it waits for
     gate: Path | None = None  # a follower's gate file: "go" lets its play run
     decided: bool = False  # its gate file is written
     started: bool = False  # its own play began
@@ -209,10 +208,9 @@ class Pipeline:
         else:
             return None
         job.write_log()
-        if result.status is not Status.SUCCESS:  # what waits for it will not start
-            for other in self.slots:
-                if other.after == slot.index:
-                    self.decide(other, go=False)
+        if slot.index == 0 and result.status is not Status.SUCCESS:
+            for other in self.slots:  # the followers wait for the lead: they will not start
+                self.decide(other, go=False)
         return result
 
 
@@ -314,16 +312,13 @@ class Batches:
         """The process for ``members`` and the followers that fit with them, started; None
         when the lead is alone."""
         slots = [Slot(i, m) for i, m in enumerate(members)]
-        lead = members[0].job
+        session = members[0].job.session  # the same for all: it is in their key
+        prepared = self._prepared(members, followers) if _gate_safe(session) else []
         gates = None
-        if lead.session is not None:
-            prepared = self._prepared(members, followers)
-            if prepared:
-                gates = Path(tempfile.mkdtemp(prefix="gates-", dir=lead.session.path))
-            for after, follower in prepared:
-                index = len(slots)
-                gate = gates / str(index) if gates else None
-                slots.append(Slot(index, follower, after, gate))
+        if session is not None and prepared:
+            gates = Path(tempfile.mkdtemp(prefix="gates-", dir=session.path))
+            first = len(slots)
+            slots += [Slot(first + i, f, gates / str(first + i)) for i, f in enumerate(prepared)]
         if len(slots) == 1:
             return None
         pipeline = Pipeline(slots, gates, self._release)
@@ -334,21 +329,13 @@ class Batches:
         pipeline.thread.start()
         return pipeline
 
-    def _prepared(
-        self, members: Sequence[Member], followers: Followers
-    ) -> list[tuple[int, Member]]:
-        """The followers of the lead that can share its process: (the lead's slot, the
-        follower as prepared)."""
-        found: list[tuple[int, Member]] = []
-        ids = {m.step_id for m in members}
+    def _prepared(self, members: Sequence[Member], followers: Followers) -> list[Member]:
+        """The lead's followers, as prepared, that can share its process."""
+        found: list[Member] = []
         for job in followers():
             follower = Member(job)
-            taken = [*members, *(f for _, f in found)]
-            if follower.step_id in ids or follower.key != members[0].key:
-                continue
-            if follower.agrees(taken) and _gate_safe(job):
-                found.append((0, follower))
-                ids.add(follower.step_id)
+            if follower.key == members[0].key and follower.agrees([*members, *found]):
+                found.append(follower)
         return found
 
     def _release(self, pipeline: Pipeline) -> None:
@@ -366,9 +353,10 @@ class Batches:
             pipeline.close(timeout=GATHER_MAX + 30)
 
 
-def _gate_safe(job: AnsibleJob) -> bool:
-    """A gate's path is a play variable: Ansible must not find a template in it."""
-    return job.session is not None and not any(c in str(job.session.path) for c in "{}%#")
+def _gate_safe(session: AnsibleSession | None) -> bool:
+    """Gates live in the session; a gate's path is a play variable: Ansible must find no
+    template in it."""
+    return session is not None and not any(c in str(session.path) for c in "{}%#")
 
 
 def batch_key(job: AnsibleJob, passwords: Mapping[str, str]) -> str:

@@ -23,8 +23,8 @@ from infra_automation.executors.base import RunResources, StepContext
 from infra_automation.inventory import Inventory, InventoryFile
 from infra_automation.results import Status, StepResult
 
-# each play reports the step id it saw and its own variable; `fail_on` fails it on hosts
-PLAY = """\
+# a play of step {step}: `fail_on_<step>` fails it on those hosts
+HEAD = """\
 - name: Play of {step}
   hosts: all
   gather_facts: false
@@ -33,12 +33,18 @@ PLAY = """\
       ansible.builtin.fail:
         msg: "{step} fails on {{{{ inventory_hostname }}}}"
       when: inventory_hostname in (fail_on_{step} | default([]))
+"""
+# ... that reports the step id it saw and its own variable
+PLAY = (
+    HEAD
+    + """\
     - name: Report
       ansible.builtin.set_stats:
         data:
           infra_report: "{{{{ {{inventory_hostname: {{'facts': {{'step': infra_step_id,
             'department': infra_department, 'value': shared | default('')}}}}}} }}}}"
 """
+)
 
 
 @pytest.fixture(autouse=True)
@@ -252,22 +258,17 @@ def test_the_router_hands_events_to_the_step_of_the_last_marker() -> None:
     assert b.finished and not c.finished and not c.ended.is_set()  # c: at the process's end
 
 
-# followers: each play records, on each host, when it ran
-MARK = """\
-- name: Play of {step}
-  hosts: all
-  gather_facts: false
-  tasks:
-    - name: Fail where asked
-      ansible.builtin.fail:
-        msg: "{step} fails on {{{{ inventory_hostname }}}}"
-      when: inventory_hostname in (fail_on_{step} | default([]))
+# ... that records, on each host, when it ran (the followers' tests)
+MARK = (
+    HEAD
+    + """\
     - name: Mark when it ran
       ansible.builtin.copy:
         content: "{{{{ lookup('ansible.builtin.pipe', 'date +%s.%N') }}}}"
         dest: "{{{{ marks }}}}/{step}-{{{{ inventory_hostname }}}}"
         mode: "0600"
 """
+)
 
 
 @pytest.fixture
