@@ -13,19 +13,29 @@ Errors are mapped at this edge (``raise ... from exc``):
 :func:`error_kind_of` turns them into the step's ``error_kind`` (auth, rejected, unreachable,
 timeout). The password is read from the step context's secrets (``ctx.secrets``) only.
 
-vcsim pitfall (govmomi 0.24): reading an *unset* property through pyVmomi's lazy accessor
-(e.g. ``template.resourcePool``) makes the simulator drop the connection. Read whole
-objects (``vm.config``) or use the property collector, as this module does.
+Reads (:meth:`VSphere.read`: inventory lookups, listings, task polling) are tried again, after
+a short pause, when the connection drops without an answer: a vCenter behind a load balancer
+closes idle keep-alive connections, and vcsim drops the connection when a request panics in it.
+Calls that change something are never repeated.
+
+vcsim pitfalls (govmomi 0.24), each a panic that drops the connection:
+
+- reading an *unset* property through pyVmomi's lazy accessor (e.g. ``template.resourcePool``).
+  Read whole objects (``vm.config``) or use the property collector, as this module does;
+- ``FindByInventoryPath`` into a folder while a clone into it is under way ("VirtualMachine
+  ... does not have a Name"): two steps cloning into one project's folder at once (the web VMs
+  and the database VM) meet it. The read's retry covers it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyVmomi
 from pyVim.connect import Disconnect, SmartConnect
@@ -45,8 +55,16 @@ from infra_automation.executors.base import StepContext
 vim: Any = pyVmomi.vim
 vmodl: Any = pyVmomi.vmodl
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 TASK_TIMEOUT = 300.0
 CONNECT_TIMEOUT = 30
+# Pauses before each new try of a read whose connection dropped without an answer.
+READ_RETRY_DELAYS = (0.05, 0.2, 0.5)
+# A connection closed or reset under the request (RemoteDisconnected is a ConnectionResetError);
+# a refused connection (vCenter down) is not among them and fails at once.
+DROPPED = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 AUTH_FAULTS = ("InvalidLogin", "NotAuthenticated", "NoPermission", "InvalidLocale")
 # Fault fields worth showing when vCenter leaves ``msg`` empty (vcsim often does).
 FAULT_FIELDS = (
@@ -169,9 +187,23 @@ class VSphere:
             parts += [p for p in self.vc.vm_root_folder.split("/") if p]
         return "/".join(parts + list(names))
 
+    def read(self, what: str, call: Callable[[], T]) -> T:
+        """``call()``, a read: tried again after a pause if the connection drops under it."""
+        for delay in (*READ_RETRY_DELAYS, None):
+            try:
+                with vsphere_errors(what):
+                    return call()
+            except TargetUnreachable as exc:
+                if delay is None or not isinstance(exc.__cause__, DROPPED):
+                    raise
+                log.warning("%s: connection dropped (%s); trying again", what, exc.__cause__)
+                time.sleep(delay)
+        raise AssertionError("unreachable: the last try returns or raises")  # pragma: no cover
+
     def find(self, path: str) -> Any | None:
-        with vsphere_errors(f"look up {path}"):
-            return self.content.searchIndex.FindByInventoryPath(path)
+        return self.read(
+            f"look up {path}", lambda: self.content.searchIndex.FindByInventoryPath(path)
+        )
 
     def find_typed(self, path: str, kind: type[Any], what: str) -> Any | None:
         """The object at ``path``; TargetRejected if something of another type is there."""
@@ -194,31 +226,32 @@ class VSphere:
     def vm_names(self) -> dict[str, list[str]]:
         """Every VM and template of the datacenter: name -> parent folder names."""
         dc = self.datacenter()
+        return self.read("list VMs", lambda: self._vm_names(dc))
+
+    def _vm_names(self, dc: Any) -> dict[str, list[str]]:
         pc = vmodl.query.PropertyCollector
-        with vsphere_errors("list VMs"):
-            view = self.content.viewManager.CreateContainerView(
-                dc.vmFolder, [vim.VirtualMachine], True
+        view = self.content.viewManager.CreateContainerView(dc.vmFolder, [vim.VirtualMachine], True)
+        try:
+            traverse = pc.TraversalSpec(
+                name="view", path="view", skip=False, type=vim.view.ContainerView
             )
-            try:
-                traverse = pc.TraversalSpec(
-                    name="view", path="view", skip=False, type=vim.view.ContainerView
-                )
-                spec = pc.FilterSpec(
-                    objectSet=[pc.ObjectSpec(obj=view, skip=True, selectSet=[traverse])],
-                    propSet=[pc.PropertySpec(type=vim.VirtualMachine, pathSet=["name", "parent"])],
-                )
-                found = self.content.propertyCollector.RetrieveContents([spec]) or []
-            finally:
+            spec = pc.FilterSpec(
+                objectSet=[pc.ObjectSpec(obj=view, skip=True, selectSet=[traverse])],
+                propSet=[pc.PropertySpec(type=vim.VirtualMachine, pathSet=["name", "parent"])],
+            )
+            found = self.content.propertyCollector.RetrieveContents([spec]) or []
+        finally:
+            with contextlib.suppress(Exception):  # a view dies with its session anyway
                 view.Destroy()
-            parents: dict[str, Any] = {}
-            out: dict[str, list[str]] = {}
-            for item in found:
-                props: dict[str, Any] = {p.name: p.val for p in item.propSet}
-                parent = props["parent"]
-                key = getattr(parent, "_moId", "")
-                if key and key not in parents:
-                    parents[key] = parent.name
-                out.setdefault(str(props.get("name", "")), []).append(parents.get(key, "?"))
+        parents: dict[str, Any] = {}
+        out: dict[str, list[str]] = {}
+        for item in found:
+            props: dict[str, Any] = {p.name: p.val for p in item.propSet}
+            parent = props["parent"]
+            key = getattr(parent, "_moId", "")
+            if key and key not in parents:
+                parents[key] = parent.name
+            out.setdefault(str(props.get("name", "")), []).append(parents.get(key, "?"))
         return out
 
     # --- tasks --------------------------------------------------------------------------
@@ -227,19 +260,18 @@ class VSphere:
         """Wait for a vCenter task; its fault becomes TargetRejected/TargetAuthError."""
         deadline = time.monotonic() + timeout
         delay = 0.02
-        with vsphere_errors(what):
-            while True:
-                info = task.info
-                if info.state == vim.TaskInfo.State.success:
-                    return info.result
-                if info.state == vim.TaskInfo.State.error:
-                    raise map_fault(info.error, what)
-                if time.monotonic() > deadline:
-                    raise TargetTimeout(
-                        f"{what}: vCenter task {task._moId} still {info.state} after {timeout:.0f}s"
-                    )
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        while True:
+            info = self.read(what, lambda: task.info)
+            if info.state == vim.TaskInfo.State.success:
+                return info.result
+            if info.state == vim.TaskInfo.State.error:
+                raise map_fault(info.error, what)
+            if time.monotonic() > deadline:
+                raise TargetTimeout(
+                    f"{what}: vCenter task {task._moId} still {info.state} after {timeout:.0f}s"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 def session(ctx: StepContext) -> VSphere:

@@ -18,8 +18,9 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim
 
 from infra_automation.departments import vmware
-from infra_automation.departments._vsphere import VSphere
+from infra_automation.departments._vsphere import READ_RETRY_DELAYS, VSphere
 from infra_automation.departments.vmware import vcenter_config
+from infra_automation.exceptions import TargetUnreachable
 from infra_automation.executors.base import Executor, RunResources, StepContext
 from infra_automation.inventory import Inventory, load_inventory
 from infra_automation.lab import Lab
@@ -401,6 +402,47 @@ def test_session_is_shared_and_logged_out_at_run_end(inventory: Inventory) -> No
     assert res.close() == []
     with pytest.raises(vim.fault.NotAuthenticated):
         session.si.content.rootFolder.childEntity  # noqa: B018 - the call is the test
+
+
+@pytest.fixture
+def session(inventory: Inventory) -> Iterator[VSphere]:
+    vc = vcenter_config(inventory)
+    vs = VSphere.connect(vc, inventory.secrets.get(vc.password_secret))
+    yield vs
+    vs.close()
+
+
+def test_a_read_whose_connection_drops_is_tried_again_on_the_same_session(
+    session: VSphere,
+) -> None:
+    """vcsim drops the connection when a request panics in it (here: an unset property read
+    through pyVmomi's lazy accessor; in a landscape: a lookup while another step clones into
+    the same folder). The read is tried again, on the same logged-in session."""
+    template = session.require(session.path("vm", session.vc.template), vim.VirtualMachine, "t")
+    tries: list[int] = []
+
+    def read() -> Any:
+        tries.append(1)
+        if len(tries) == 1:
+            return template.resourcePool  # vcsim panics: the connection closes, no answer
+        return session.find(session.path("vm", session.vc.template))
+
+    assert session.read("look up the template", read) == template
+    assert len(tries) == 2
+    assert session.si.content.sessionManager.currentSession is not None
+
+
+def test_a_read_that_keeps_dropping_is_unreachable_after_its_tries(session: VSphere) -> None:
+    template = session.require(session.path("vm", session.vc.template), vim.VirtualMachine, "t")
+    tries: list[int] = []
+
+    def read() -> Any:
+        tries.append(1)
+        return template.resourcePool
+
+    with pytest.raises(TargetUnreachable, match="read the pool: vCenter unreachable: Remote end"):
+        session.read("read the pool", read)
+    assert len(tries) == len(READ_RETRY_DELAYS) + 1
 
 
 # --- decommission ----------------------------------------------------------------------------

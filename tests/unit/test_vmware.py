@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,14 @@ import pytest
 from pydantic import ValidationError
 from pyVmomi import vim
 
-from infra_automation.departments import _vmware_ops, vmware
-from infra_automation.departments._vsphere import fault_message, map_fault
+from infra_automation.departments import _vmware_ops, _vsphere, vmware
+from infra_automation.departments._vsphere import VSphere, fault_message, map_fault
 from infra_automation.exceptions import (
     ExecutorUnavailable,
     RenderError,
     TargetAuthError,
     TargetRejected,
+    TargetUnreachable,
 )
 from infra_automation.executors.registry import ExecutorRegistry
 from infra_automation.render import package_templates
@@ -292,3 +294,36 @@ def test_the_default_vm_template_is_the_packages(tmp_path: Path) -> None:
     (tmp_path / "templates" / "vmware").mkdir(parents=True)
     (tmp_path / "templates" / "vmware" / "vm.yml.j2").write_text("name: x\n")
     assert vmware.templates_root(Ctx()) == tmp_path / "templates"  # type: ignore[arg-type]
+
+
+def test_a_refused_connection_is_not_tried_again() -> None:
+    """Only a connection dropped under a read is tried again; vCenter down fails at once."""
+    vs = VSphere(si=None, vc=None)  # type: ignore[arg-type]  # read() touches neither
+    tries: list[int] = []
+
+    def refused() -> None:
+        tries.append(1)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    with pytest.raises(TargetUnreachable, match="probe: vCenter unreachable"):
+        vs.read("probe", refused)
+    assert tries == [1]
+
+
+def test_a_dropped_read_is_tried_again_until_it_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_vsphere, "READ_RETRY_DELAYS", (0.0, 0.0))
+    vs = VSphere(si=None, vc=None)  # type: ignore[arg-type]
+    answers: list[object] = [
+        http.client.RemoteDisconnected("Remote end closed connection without response"),
+        BrokenPipeError(32, "Broken pipe"),
+        "found",
+    ]
+
+    def flaky() -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    assert vs.read("probe", flaky) == "found"
+    assert answers == []
