@@ -2,6 +2,7 @@
 
     .venv/bin/infra lab up [--name NAME]
     INFRA_LAB_NAME=NAME .venv/bin/python benchmarks/landscape.py [--web-vms 2] [--parallel 4]
+        [--repeat N] [--param NAME=VALUE ...]
 
 In one process, on the same hosts, back to back, for each Ansible mode:
 
@@ -23,6 +24,10 @@ average when it ended: on a machine shared with other work the wall times follow
 the CPU seconds much less. Runs in a throwaway project root (the repository's catalog,
 templates, playbooks linked in); the landscape is decommissioned at the end unless
 ``--keep`` (then only the last mode's stays).
+
+``--param`` sets another parameter of the request (a YAML value): ``--param backup=false``
+measures the landscape without its backup step, whose ``restic`` key derivation is host CPU
+that no Ansible setting changes (restic calibrates it to take about 0.5 s per use).
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import yaml
 
 from infra_automation.config import load_settings
 from infra_automation.engine import Engine
@@ -185,6 +192,19 @@ def report(results: dict[str, dict[str, list[Timing]]]) -> None:
             print(f"  {mode} {phase}: {t.status}; slowest: {t.slowest}")
 
 
+def request_param(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` from the command line: a YAML scalar (``false``, ``3``) is read as
+    such, anything else (``Shop: new``, empty) stays the text given."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE")
+    try:
+        loaded = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return name, value
+    return name, loaded if isinstance(loaded, bool | int | float | str) else value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--web-vms", type=int, default=2)
@@ -193,6 +213,14 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="leave the landscape built")
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds of each phase; the median is reported"
+    )
+    parser.add_argument(
+        "--param",
+        type=request_param,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another request parameter, e.g. backup=false",
     )
     args = parser.parse_args()
     lab = Lab(Path(__file__).resolve().parents[1], os.environ.get("INFRA_LAB_NAME", DEFAULT_NAME))
@@ -204,7 +232,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-landscape-") as tmp:
         root = make_root(Path(tmp) / "root", lab.inventory_path)
         engine = Engine(load_settings(root))
-        params = {"web_vms": args.web_vms}
+        params = {"web_vms": args.web_vms, **dict(args.param)}
         request = engine.validate(
             {"service": "project-landscape", "project": PROJECT, "params": params}, "bench"
         )
