@@ -12,8 +12,15 @@ from typing import Any, Protocol
 import yaml
 from pydantic import ValidationError
 
-from infra_automation.departments._vmware_ops import POWERED_ON, read_vm, vim, vmodl
-from infra_automation.departments._vsphere import VSphere, map_fault, session, vsphere_errors
+from infra_automation.departments._vmware_ops import (
+    POWERED_ON,
+    destroy_vm,
+    is_template,
+    read_vm,
+    vim,
+    vmodl,
+)
+from infra_automation.departments._vsphere import VSphere, map_fault, read, session
 from infra_automation.departments.vmware import (
     VM_TEMPLATE,
     VmInfo,
@@ -64,14 +71,17 @@ def folder_vms(
     folder = vs.find_typed(folder_path, vim.Folder, "folder")
     if folder is None:
         return []
-    with vsphere_errors(f"list {folder_path}"):
+
+    def listing() -> list[tuple[str, Any]]:
         children = [c for c in folder.childEntity if isinstance(c, vim.VirtualMachine)]
         named = [(str(c.name), c) for c in children]
-        ours = [
+        return [
             (n, vm)
             for n, vm in named
             if (role is None or vm_number(n, project, role) is not None) and not vm.config.template
         ]
+
+    ours = read(f"list {folder_path}", listing)
     return sorted(ours, key=lambda item: (vm_number(item[0], project, role) or 0, item[0]))
 
 
@@ -125,10 +135,9 @@ def _destroy(ctx: StepContext, *, check: bool) -> StepResult:
         outputs = DestroyOutputs(destroyed=[n for n, _ in present], released=[])
         return StepResult.success(changed=bool(present), diff=diff, outputs=outputs.model_dump())
     for name, vm in present:
-        with vsphere_errors(f"read {folder_path}/{name}"):
-            if vm.config.template:
-                raise TargetRejected(f"{folder_path}/{name} is a template, not a VM")
-        _power_off_and_destroy(vs, vm, f"{folder_path}/{name}")
+        if is_template(vm, f"{folder_path}/{name}"):
+            raise TargetRejected(f"{folder_path}/{name} is a template, not a VM")
+        destroy_vm(vs, vm, f"{folder_path}/{name}")
         ctx.emit("task", {"host": name, "task": "destroy vm", "status": "changed"})
     for name in params.names:  # also when a resumed run finds the VM already gone
         ctx.inventory.release_host(name)
@@ -139,14 +148,6 @@ def _destroy(ctx: StepContext, *, check: bool) -> StepResult:
         )
     outputs = DestroyOutputs(destroyed=[n for n, _ in present], released=list(params.names))
     return StepResult.success(changed=bool(present), diff=diff, outputs=outputs.model_dump())
-
-
-def _power_off_and_destroy(vs: VSphere, vm: Any, path: str) -> None:
-    with vsphere_errors(f"read {path}"):
-        state = str(vm.runtime.powerState)
-    if state == POWERED_ON:
-        vs.wait(vm.PowerOffVM_Task(), f"power off {path}")
-    vs.wait(vm.Destroy_Task(), f"destroy {path}")
 
 
 # --- resize ---------------------------------------------------------------------------------
@@ -191,8 +192,7 @@ def _resize_one(
     try:
         info = read_vm(vm, path)
         cpu, memory = preset(ctx, params, info)
-        with vsphere_errors(f"read {path}"):
-            config = vm.config
+        config = read(f"read {path}", lambda: vm.config)
         change, diff = _size_change(info, cpu, memory)
         if change is None:
             return _ok(name, "", info), info, False

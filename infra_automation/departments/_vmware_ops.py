@@ -13,7 +13,13 @@ from typing import Any, Protocol
 
 import pyVmomi
 
-from infra_automation.departments._vsphere import VSphere, map_fault, session, vsphere_errors
+from infra_automation.departments._vsphere import (
+    VSphere,
+    map_fault,
+    read,
+    session,
+    vsphere_errors,
+)
 from infra_automation.departments.vmware import (
     DecommissionOutputs,
     DecommissionParams,
@@ -180,15 +186,14 @@ def _vlan_of(config: Any) -> int | None:
 
 def _pg_out(vs: VSphere, path: str) -> dict[str, Any]:
     pg = vs.require(path, DVPortgroup, "portgroup")
-    with vsphere_errors(f"read portgroup {path}"):
-        config = pg.config
-        return PortgroupOutputs(
-            name=config.name,
-            moid=pg._moId,
-            key=pg.key,
-            vlan_id=_vlan_of(config),
-            dvswitch=vs.vc.dvswitch,
-        ).model_dump()
+    config, key = read(f"read portgroup {path}", lambda: (pg.config, pg.key))
+    return PortgroupOutputs(
+        name=config.name,
+        moid=pg._moId,
+        key=key,
+        vlan_id=_vlan_of(config),
+        dvswitch=vs.vc.dvswitch,
+    ).model_dump()
 
 
 # --- VMs ------------------------------------------------------------------------------------
@@ -205,8 +210,9 @@ class _Place:
         self.template = vs.require(
             f"{vc.datacenter}/vm/{self.template_name}", vim.VirtualMachine, "template"
         )
-        with vsphere_errors(f"read {self.template_name}"):
-            is_template = bool(self.template.config.template)
+        is_template = read(
+            f"read {self.template_name}", lambda: bool(self.template.config.template)
+        )
         if not is_template:
             raise TargetRejected(
                 f"{self.template_name!r} is a VM, not a template: only templates are cloned"
@@ -285,9 +291,7 @@ def _one_vm(
             diff += _planned_lines(spec, params.power_on)
             info = _planned(spec, path, "", params.power_on, "poweredOff")
             return _target(spec.name, diff, info), info
-        with vsphere_errors(f"read {path}"):
-            config = vm.config
-            state = str(vm.runtime.powerState)
+        config, state = read(f"read {path}", lambda: (vm.config, str(vm.runtime.powerState)))
         if config.template:
             raise TargetRejected(f"{path} is a template, not a VM")
         change, lines = _reconfig_spec(config, spec, place.portgroup)
@@ -403,24 +407,31 @@ def extra_config(config: Any) -> dict[str, str]:
     return {o.key: str(o.value) for o in (config.extraConfig or [])}
 
 
+def is_template(vm: Any, path: str) -> bool:
+    return read(f"read {path}", lambda: bool(vm.config.template))
+
+
 def read_vm(vm: Any, path: str) -> VmInfo:
     """A VM as vCenter reports it now."""
-    with vsphere_errors(f"read {path}"):
-        config = vm.config
-        state = str(vm.runtime.powerState)
-        nics = [d for d in config.hardware.device if isinstance(d, EthernetCard)]
-        key = _nic_portgroup_key(nics[0]) if nics else None
-        names = {n.key: n.name for n in vm.network if isinstance(n, DVPortgroup)}
-        return VmInfo(
-            name=config.name,
-            moid=vm._moId,
-            cpu=config.hardware.numCPU,
-            memory_mb=config.hardware.memoryMB,
-            portgroup=names.get(key) if key else None,
-            power_state=state,
-            ip=extra_config(config).get(EXTRA_IP, ""),
-            path=path,
-        )
+    return read(f"read {path}", lambda: _vm_info(vm, path))
+
+
+def _vm_info(vm: Any, path: str) -> VmInfo:
+    config = vm.config
+    state = str(vm.runtime.powerState)
+    nics = [d for d in config.hardware.device if isinstance(d, EthernetCard)]
+    key = _nic_portgroup_key(nics[0]) if nics else None
+    names = {n.key: n.name for n in vm.network if isinstance(n, DVPortgroup)}
+    return VmInfo(
+        name=config.name,
+        moid=vm._moId,
+        cpu=config.hardware.numCPU,
+        memory_mb=config.hardware.memoryMB,
+        portgroup=names.get(key) if key else None,
+        power_state=state,
+        ip=extra_config(config).get(EXTRA_IP, ""),
+        path=path,
+    )
 
 
 def _verify(info: VmInfo, spec: VmSpec, power_on: bool) -> None:
@@ -489,7 +500,7 @@ def _decommission(ctx: StepContext, *, check: bool) -> StepResult:
     for name, vm in vms:
         lines.append(f"- vm {folder_path}/{name}")
         if not check:
-            _destroy_vm(vs, vm, f"{folder_path}/{name}")
+            destroy_vm(vs, vm, f"{folder_path}/{name}")
             ctx.inventory.release_host(name)
             ctx.emit("task", {"host": name, "task": "destroy vm", "status": "changed"})
     if portgroup is not None:
@@ -520,7 +531,8 @@ def _decommission(ctx: StepContext, *, check: bool) -> StepResult:
 def _folder_vms(folder: Any | None, folder_path: str) -> list[tuple[str, Any]]:
     if folder is None:
         return []
-    with vsphere_errors(f"list {folder_path}"):
+
+    def listing() -> list[tuple[str, Any]]:
         children = list(folder.childEntity)
         others = [c.name for c in children if not isinstance(c, vim.VirtualMachine)]
         if others:
@@ -530,12 +542,13 @@ def _folder_vms(folder: Any | None, folder_path: str) -> list[tuple[str, Any]]:
             )
         return sorted(((vm.name, vm) for vm in children), key=lambda pair: str(pair[0]))
 
+    return read(f"list {folder_path}", listing)
+
 
 def _check_portgroup_unused(portgroup: Any | None, pg_path: str, ours: set[str]) -> None:
     if portgroup is None:
         return
-    with vsphere_errors(f"read {pg_path}"):
-        users = sorted(vm.name for vm in portgroup.vm)
+    users = read(f"read {pg_path}", lambda: sorted(vm.name for vm in portgroup.vm))
     foreign = [name for name in users if name not in ours]
     if foreign:
         raise TargetRejected(
@@ -544,9 +557,9 @@ def _check_portgroup_unused(portgroup: Any | None, pg_path: str, ours: set[str])
         )
 
 
-def _destroy_vm(vs: VSphere, vm: Any, path: str) -> None:
-    with vsphere_errors(f"read {path}"):
-        state = str(vm.runtime.powerState)
+def destroy_vm(vs: VSphere, vm: Any, path: str) -> None:
+    """Power ``vm`` off if it is on, then destroy it."""
+    state = read(f"read {path}", lambda: str(vm.runtime.powerState))
     if state == POWERED_ON:
         vs.wait(vm.PowerOffVM_Task(), f"power off {path}")
     vs.wait(vm.Destroy_Task(), f"destroy {path}")

@@ -13,8 +13,8 @@ Errors are mapped at this edge (``raise ... from exc``):
 :func:`error_kind_of` turns them into the step's ``error_kind`` (auth, rejected, unreachable,
 timeout). The password is read from the step context's secrets (``ctx.secrets``) only.
 
-Reads (:meth:`VSphere.read`: inventory lookups, listings, task polling) are tried again, after
-a short pause, when the connection drops without an answer: a vCenter behind a load balancer
+Reads (:func:`read`: lookups, listings, object properties, task polling) are tried again,
+after a short pause, when the connection drops without an answer: a vCenter behind a load balancer
 closes idle keep-alive connections, and vcsim drops the connection when a request panics in it.
 Calls that change something are never repeated.
 
@@ -134,6 +134,23 @@ def vsphere_errors(what: str) -> Iterator[None]:
         raise TargetUnreachable(f"{what}: vCenter unreachable: {exc}") from exc
 
 
+def read(what: str, call: Callable[[], T]) -> T:
+    """``call()``, a read of vCenter, its errors mapped: tried again after each pause of
+    ``READ_RETRY_DELAYS`` while the connection drops under it (never for a call that changes
+    something: those use :func:`vsphere_errors`)."""
+    for delay in READ_RETRY_DELAYS:
+        try:
+            with vsphere_errors(what):
+                return call()
+        except TargetUnreachable as exc:
+            if not isinstance(exc.__cause__, DROPPED):
+                raise
+            log.warning("%s: connection dropped (%s); trying again", what, exc.__cause__)
+        time.sleep(delay)
+    with vsphere_errors(what):
+        return call()
+
+
 # --- the session ----------------------------------------------------------------------------
 
 
@@ -187,23 +204,8 @@ class VSphere:
             parts += [p for p in self.vc.vm_root_folder.split("/") if p]
         return "/".join(parts + list(names))
 
-    def read(self, what: str, call: Callable[[], T]) -> T:
-        """``call()``, a read: tried again after a pause if the connection drops under it."""
-        for delay in (*READ_RETRY_DELAYS, None):
-            try:
-                with vsphere_errors(what):
-                    return call()
-            except TargetUnreachable as exc:
-                if delay is None or not isinstance(exc.__cause__, DROPPED):
-                    raise
-                log.warning("%s: connection dropped (%s); trying again", what, exc.__cause__)
-                time.sleep(delay)
-        raise AssertionError("unreachable: the last try returns or raises")  # pragma: no cover
-
     def find(self, path: str) -> Any | None:
-        return self.read(
-            f"look up {path}", lambda: self.content.searchIndex.FindByInventoryPath(path)
-        )
+        return read(f"look up {path}", lambda: self.content.searchIndex.FindByInventoryPath(path))
 
     def find_typed(self, path: str, kind: type[Any], what: str) -> Any | None:
         """The object at ``path``; TargetRejected if something of another type is there."""
@@ -226,7 +228,7 @@ class VSphere:
     def vm_names(self) -> dict[str, list[str]]:
         """Every VM and template of the datacenter: name -> parent folder names."""
         dc = self.datacenter()
-        return self.read("list VMs", lambda: self._vm_names(dc))
+        return read("list VMs", lambda: self._vm_names(dc))
 
     def _vm_names(self, dc: Any) -> dict[str, list[str]]:
         pc = vmodl.query.PropertyCollector
@@ -261,7 +263,7 @@ class VSphere:
         deadline = time.monotonic() + timeout
         delay = 0.02
         while True:
-            info = self.read(what, lambda: task.info)
+            info = read(what, lambda: task.info)
             if info.state == vim.TaskInfo.State.success:
                 return info.result
             if info.state == vim.TaskInfo.State.error:

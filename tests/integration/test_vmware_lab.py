@@ -18,7 +18,7 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim
 
 from infra_automation.departments import vmware
-from infra_automation.departments._vsphere import READ_RETRY_DELAYS, VSphere
+from infra_automation.departments._vsphere import READ_RETRY_DELAYS, VSphere, read
 from infra_automation.departments.vmware import vcenter_config
 from infra_automation.exceptions import TargetUnreachable
 from infra_automation.executors.base import Executor, RunResources, StepContext
@@ -421,13 +421,13 @@ def test_a_read_whose_connection_drops_is_tried_again_on_the_same_session(
     template = session.require(session.path("vm", session.vc.template), vim.VirtualMachine, "t")
     tries: list[int] = []
 
-    def read() -> Any:
+    def lookup() -> Any:
         tries.append(1)
         if len(tries) == 1:
             return template.resourcePool  # vcsim panics: the connection closes, no answer
         return session.find(session.path("vm", session.vc.template))
 
-    assert session.read("look up the template", read) == template
+    assert read("look up the template", lookup) == template
     assert len(tries) == 2
     assert session.si.content.sessionManager.currentSession is not None
 
@@ -436,12 +436,12 @@ def test_a_read_that_keeps_dropping_is_unreachable_after_its_tries(session: VSph
     template = session.require(session.path("vm", session.vc.template), vim.VirtualMachine, "t")
     tries: list[int] = []
 
-    def read() -> Any:
+    def pool() -> Any:
         tries.append(1)
         return template.resourcePool
 
     with pytest.raises(TargetUnreachable, match="read the pool: vCenter unreachable: Remote end"):
-        session.read("read the pool", read)
+        read("read the pool", pool)
     assert len(tries) == len(READ_RETRY_DELAYS) + 1
 
 
