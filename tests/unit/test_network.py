@@ -256,6 +256,23 @@ def test_save_output_is_checked(tasks: ModuleType):
     assert not tasks.save_ok(partial)
 
 
+def test_a_read_ends_at_the_prompt_line_only(tasks: ModuleType):
+    import re
+
+    prompt = re.compile(tasks.prompt_pattern("core"))
+    # the prompt alone on its line ends the read, in any mode, with or without a space after
+    for line in ("core#", "core# ", "core>", "core(config)#", "core(config-router-af)#"):
+        assert prompt.search(f"{RUNNING}{line}"), line
+    # the running config names the host: a read must not stop there
+    assert "hostname core" in RUNNING
+    assert not prompt.search(RUNNING)
+    for text in ("hostname core#", "core#1 uplink", "edge#", "xcore#", " core#"):
+        assert not prompt.search(f"{RUNNING}{text}"), text
+    # a hostname with regex characters is taken literally
+    assert not re.search(tasks.prompt_pattern("r1.lab"), "r1xlab#")
+    assert re.search(tasks.prompt_pattern("r1.lab"), "end\nr1.lab#")
+
+
 def test_a_description_with_double_spaces_is_not_reported_missing(tasks: ModuleType):
     intended = "interface vlan100\n description project  shop\n"
     running = "interface vlan100\n description project shop\nexit\n"
