@@ -189,8 +189,10 @@ def prompt_pattern(base_prompt: str) -> str:
 
     Anchored, unlike netmiko's default search for the prompt anywhere in the output: a
     running config that names the host (``hostname core``) does not end the read early.
+    The base prompt may be the hostname's start only (netmiko cuts IOS's at 16 characters,
+    as IOS does in config mode): the rest of the name may follow it.
     """
-    return rf"(?m)^{re.escape(base_prompt)}(\([^)\n]*\))?[>#]\s*$"
+    return rf"(?m)^{re.escape(base_prompt)}[^\s>#()]*(\([^)\n]*\))?[>#]\s*$"
 
 
 def send_config(task: Task, commands: Sequence[str]) -> str:

@@ -268,6 +268,11 @@ def test_a_read_ends_at_the_prompt_line_only(tasks: ModuleType):
     assert not prompt.search(RUNNING)
     for text in ("hostname core#", "core#1 uplink", "edge#", "xcore#", " core#"):
         assert not prompt.search(f"{RUNNING}{text}"), text
+    # netmiko keeps 16 characters of an IOS hostname: the prompt still ends the read
+    long = re.compile(tasks.prompt_pattern("access-switch-fl"))
+    assert long.search("end\naccess-switch-floor3#")
+    assert long.search("end\naccess-switch-fl(config)#")
+    assert not long.search("hostname access-switch-floor3\n")
     # a hostname with regex characters is taken literally
     assert not re.search(tasks.prompt_pattern("r1.lab"), "r1xlab#")
     assert re.search(tasks.prompt_pattern("r1.lab"), "end\nr1.lab#")
