@@ -2,7 +2,8 @@
 
 :func:`read_vcenter` logs in once (the inventory's ``vcenter`` section and its password
 secret), reads with the property collector (vcsim drops the connection when an unset
-property is read through pyVmomi's lazy accessors) and logs out:
+property is read through pyVmomi's lazy accessors; a read whose connection drops is tried
+again on the same session, as every read of the VMware department) and logs out:
 
 - the cluster: its hosts' logical CPUs (``summary.hardware.numCpuThreads``) and memory
   (``summary.hardware.memorySize``);
@@ -83,10 +84,13 @@ def read_vcenter(vc: VCenter, password: str) -> VCenterFacts:
     """Everything the capacity pools need from ``vc`` (VCenterUnreadable on any failure)."""
     import pyVmomi
 
+    from infra_automation.departments._vsphere import read
+
     where = f"vCenter {vc.host}:{vc.port}"
     try:
         with _session(vc, password) as si:
-            return _read(si, vc, pyVmomi.vim, pyVmomi.vmodl)
+            # read-only: tried again on the same session when the connection drops under it
+            return read(where, lambda: _read(si, vc, pyVmomi.vim, pyVmomi.vmodl))
     except VCenterUnreadable:
         raise
     except Exception as exc:  # any SDK, socket or HTTP failure: the capacity is unknown
