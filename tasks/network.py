@@ -169,17 +169,16 @@ def connection(task: Task) -> Any:
 
 
 def read_running(task: Task) -> str:
-    return show(task, "show running-config")
+    return show(connection(task), "show running-config")
 
 
-def show(task: Task, command: str) -> str:
+def show(conn: Any, command: str) -> str:
     """A show command's output, read up to the device's prompt.
 
     The prompt is the one netmiko learnt at login, matched as a line of its own
     (:func:`prompt_pattern`): netmiko's default asks the device for its prompt again before
     every command, a round trip of its own (0.05 of a 0.08 s read on the lab's routers).
     """
-    conn = connection(task)
     pattern = prompt_pattern(str(conn.base_prompt))
     return str(conn.send_command(command, expect_string=pattern, read_timeout=60))
 
@@ -276,8 +275,9 @@ def restore(task: Task, before: str) -> None:
 def bgp_prefix_learned(task: Task, prefix: str, wait: float = 0.0) -> Result:
     """Whether ``prefix`` is in the BGP table with a valid path (polls up to ``wait`` s)."""
     deadline = time.monotonic() + wait
+    conn = connection(task)
     while True:
-        out = show(task, f"show ip bgp {prefix} json")
+        out = show(conn, f"show ip bgp {prefix} json")
         learned = _has_valid_path(out)
         if learned or time.monotonic() >= deadline:
             return Result(host=task.host, result=learned)

@@ -162,7 +162,7 @@ class VSphere:
     vc: VCenter
 
     @classmethod
-    def connect(cls, vc: VCenter, password: str) -> VSphere:
+    def connect(cls, vc: VCenter, password: str, timeout: float = CONNECT_TIMEOUT) -> VSphere:
         where = f"vCenter {vc.host}:{vc.port}"
         try:
             si = SmartConnect(  # type: ignore[no-untyped-call]  # pyVim.connect is unannotated
@@ -172,7 +172,7 @@ class VSphere:
                 pwd=password,
                 protocol=vc.protocol,
                 disableSslCertValidation=not vc.verify_tls,
-                httpConnectionTimeout=CONNECT_TIMEOUT,
+                httpConnectionTimeout=timeout,
             )
         except vim.fault.InvalidLogin as exc:
             raise TargetAuthError(
@@ -182,7 +182,7 @@ class VSphere:
         except vmodl.MethodFault as exc:
             raise map_fault(exc, f"{where}: login") from exc
         except TimeoutError as exc:
-            raise TargetTimeout(f"{where}: no answer within {CONNECT_TIMEOUT}s") from exc
+            raise TargetTimeout(f"{where}: no answer within {timeout}s") from exc
         except (OSError, http.client.HTTPException) as exc:
             raise TargetUnreachable(f"{where}: cannot connect: {exc}") from exc
         return cls(si=si, vc=vc)

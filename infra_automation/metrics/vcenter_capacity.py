@@ -18,8 +18,7 @@ reason: the capacity of vCenter is then unknown, never zero.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -84,37 +83,20 @@ def read_vcenter(vc: VCenter, password: str) -> VCenterFacts:
     """Everything the capacity pools need from ``vc`` (VCenterUnreadable on any failure)."""
     import pyVmomi
 
-    from infra_automation.departments._vsphere import read
+    from infra_automation.departments._vsphere import VSphere, read
 
     where = f"vCenter {vc.host}:{vc.port}"
     try:
-        with _session(vc, password) as si:
+        vs = VSphere.connect(vc, password, timeout=CONNECT_TIMEOUT)
+        try:
             # read-only: tried again on the same session when the connection drops under it
-            return read(where, lambda: _read(si, vc, pyVmomi.vim, pyVmomi.vmodl))
+            return read("read the capacity", lambda: _read(vs.si, vc, pyVmomi.vim, pyVmomi.vmodl))
+        finally:
+            vs.close()
     except VCenterUnreadable:
         raise
     except Exception as exc:  # any SDK, socket or HTTP failure: the capacity is unknown
         raise VCenterUnreadable(f"{where}: {type(exc).__name__}: {exc}") from exc
-
-
-@contextlib.contextmanager
-def _session(vc: VCenter, password: str) -> Iterator[Any]:
-    from pyVim.connect import Disconnect, SmartConnect
-
-    si = SmartConnect(  # type: ignore[no-untyped-call]  # pyVim.connect is unannotated
-        host=vc.host,
-        port=vc.port,
-        user=vc.username,
-        pwd=password,
-        protocol=vc.protocol,
-        disableSslCertValidation=not vc.verify_tls,
-        httpConnectionTimeout=CONNECT_TIMEOUT,
-    )
-    try:
-        yield si
-    finally:
-        with contextlib.suppress(Exception):  # logging out of a dead session is no error
-            Disconnect(si)  # type: ignore[no-untyped-call]  # pyVim.connect is unannotated
 
 
 def _read(si: Any, vc: VCenter, vim: Any, vmodl: Any) -> VCenterFacts:

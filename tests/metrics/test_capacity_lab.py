@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from infra_automation.departments._vsphere import VSphere
 from infra_automation.departments.vmware import VCenter, vcenter_config
 from infra_automation.inventory import load_inventory
 from infra_automation.lab import Lab
@@ -124,8 +125,7 @@ def test_a_capacity_read_whose_connection_drops_is_read_again(
     def dropping_once(si: Any, vc: VCenter, vim: Any, vmodl: Any) -> Any:
         tries.append(1)
         if len(tries) == 1:
-            folders = [p for p in (vc.vm_root_folder or "").split("/") if p]
-            path = "/".join([vc.datacenter, "vm", *folders, vc.template])
+            path = VSphere(si=si, vc=vc).path("vm", vc.template)
             template = si.content.searchIndex.FindByInventoryPath(path)
             _ = template.resourcePool  # vcsim panics: the connection closes, no answer
         return real(si, vc, vim, vmodl)
